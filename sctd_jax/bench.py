@@ -1,0 +1,180 @@
+"""Step-time benchmark of baseline, token dropping and SCTD on one shape.
+
+    python -m sctd_jax.bench [--config configs/bench.py] [--json OUT]
+
+Each method's `train_step` is compiled, warmed up, then timed over whole SCTD
+cycles (Fi steps, block_until_ready at the end of each cycle); cycles of the
+methods are interleaved so drift of the machine hits all alike. Printed per
+method: median step time, tokens/s, measured ratio to baseline, and the cost
+model's ratio (DESIGN.md section 2). Where torch and transformers are
+installed, HF's PyTorch `BertForMaskedLM` on the same shape is a peer row.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+import numpy as np
+
+from sctd_jax import config as config_lib
+from sctd_jax import cost_model
+from sctd_jax import models
+from sctd_jax import step as step_lib
+from sctd_jax import token_drop
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file giving the shape (default: default_config(); '
+    'configs/bench.py is the same and takes --config.KEY overrides).')
+_JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
+_CYCLES = flags.DEFINE_integer('cycles', 5, 'Timed cycles of Fi steps per method.')
+_HF = flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
+
+METHODS = ('baseline', 'token_drop', 'sctd')
+
+
+def default_config():
+  """12 layers, hidden 256, 4 heads, seq 128, batch 16, BERT's vocabulary."""
+  c = config_lib.base_config()
+  c.model.update(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4,
+                 intermediate_size=1024)
+  c.train.update(batch_size=16)
+  c.data.update(seq_len=128, max_predictions=20)
+  return c
+
+
+def random_batch(config, rng: np.random.Generator) -> dict:
+  """A masked batch of random ids: step time does not depend on the text."""
+  B, S, P = config.train.batch_size, config.data.seq_len, config.data.max_predictions
+  V = config.model.vocab_size
+  ids = rng.integers(5, V, (B, S), dtype=np.int32)
+  ids[:, 0], ids[:, -1] = 2, 3  # [CLS], [SEP]
+  positions = np.sort(rng.choice(np.arange(1, S - 1), (B, P)), axis=1).astype(np.int32)
+  labels = np.take_along_axis(ids, positions, 1)
+  np.put_along_axis(ids, positions, 4, 1)  # [MASK]
+  return dict(input_ids=ids, token_type_ids=np.zeros_like(ids),
+              attention_mask=np.ones_like(ids), mlm_positions=positions,
+              mlm_ids=labels, mlm_weights=np.ones((B, P), np.float32))
+
+
+def time_jax_methods(config, cycles: int) -> dict[str, list[float]]:
+  """Per-cycle mean step time (s) of each method, cycles interleaved."""
+  fi = config.sctd.fi
+  batch = random_batch(config, np.random.default_rng(0))
+  runners = {}
+  for method in METHODS:
+    c = config.copy_and_resolve_references()
+    c.method = method
+    model = models.BertForMaskedLM(
+        models.BertConfig.from_config(c, c.model.vocab_size))
+    importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
+    state = step_lib.create_train_state(c, model, importance, jax.random.PRNGKey(0))
+    runners[method] = [step_lib.make_train_step(model, c), state]
+  times = {m: [] for m in METHODS}
+  for cycle in range(cycles + 1):  # Cycle 0 compiles and warms up.
+    for method, runner in runners.items():
+      start = time.perf_counter()
+      for _ in range(fi):
+        runner[1], metrics = runner[0](runner[1], batch)
+      jax.block_until_ready((runner[1], metrics))
+      if cycle:
+        times[method].append((time.perf_counter() - start) / fi)
+  return times
+
+
+def time_hf_pytorch(config, steps: int) -> list[float] | None:
+  """Step times of HF's PyTorch BertForMaskedLM (AdamW), or None if absent."""
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count())
+  m = config.model
+  hf_config = transformers.BertConfig(
+      vocab_size=m.vocab_size, hidden_size=m.hidden_size,
+      num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+      intermediate_size=m.intermediate_size,
+      max_position_embeddings=m.max_position_embeddings,
+      hidden_dropout_prob=m.dropout_rate,
+      attention_probs_dropout_prob=m.attention_dropout_rate)
+  model = transformers.BertForMaskedLM(hf_config).train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+  batch = random_batch(config, np.random.default_rng(0))
+  ids = torch.from_numpy(batch['input_ids']).long()
+  labels = torch.full_like(ids, -100)
+  labels.scatter_(1, torch.from_numpy(batch['mlm_positions']).long(),
+                  torch.from_numpy(batch['mlm_ids']).long())
+  times = []
+  for i in range(steps + 2):  # Two warm-up steps.
+    start = time.perf_counter()
+    loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if i >= 2:
+      times.append(time.perf_counter() - start)
+  return times
+
+
+def run(config, cycles: int, hf: bool) -> dict:
+  config_lib.validate(config)
+  tokens = config.train.batch_size * config.data.seq_len
+  model_ratios = cost_model.step_ratios(config)
+  jax_times = time_jax_methods(config, cycles)
+  base = statistics.median(jax_times['baseline'])
+  rows = []
+  for method, times in jax_times.items():
+    median = statistics.median(times)
+    rows.append(dict(method=method, step_time_s=median, tokens_per_s=tokens / median,
+                     ratio=median / base, cost_model_ratio=model_ratios[method]))
+  hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
+  if hf_times:
+    median = statistics.median(hf_times)
+    rows.append(dict(method='hf_pytorch_baseline', step_time_s=median,
+                     tokens_per_s=tokens / median, ratio=median / base,
+                     cost_model_ratio=1.0))
+  m = config.model
+  return dict(
+      date=time.strftime('%Y-%m-%d'),
+      machine=f'{platform.machine()}, {os.cpu_count()} CPU cores, '
+              f'jax {jax.__version__} on {jax.devices()[0].platform}',
+      shape=dict(num_layers=m.num_layers, hidden_size=m.hidden_size,
+                 num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                 vocab_size=m.vocab_size, seq_len=config.data.seq_len,
+                 batch_size=config.train.batch_size,
+                 max_predictions=config.data.max_predictions,
+                 keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi),
+      rows=rows)
+
+
+def format_table(result: dict) -> str:
+  lines = [f"{result['date']}  {result['machine']}",
+           'shape: ' + ', '.join(f'{k}={v}' for k, v in result['shape'].items()),
+           f"{'method':<22}{'step ms':>9}{'tokens/s':>11}{'ratio':>8}{'cost model':>12}"]
+  for r in result['rows']:
+    lines.append(f"{r['method']:<22}{1e3 * r['step_time_s']:>9.1f}"
+                 f"{r['tokens_per_s']:>11.0f}{r['ratio']:>8.3f}"
+                 f"{r['cost_model_ratio']:>12.3f}")
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value or default_config()
+  result = run(config, _CYCLES.value, _HF.value)
+  print(format_table(result))
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,178 @@
+"""The one config every run starts from, and its validation.
+
+Files in `configs/` call `base_config()` and change what their scale needs, as
+big_vision does; every key a run can read is declared here, so an override of
+an unknown key fails at flag parsing and a bad value fails in `validate` with
+the key's name.
+"""
+
+import ml_collections
+
+METHODS = ('baseline', 'token_drop', 'sctd')
+KL_NORMALIZERS = ('batch', 'masked_tokens')
+ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key with the paper's value where it has one (DESIGN.md section 1)."""
+  c = ml_collections.ConfigDict()
+  c.method = 'sctd'
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=-1,  # -1: the tokenizer's size.
+      hidden_size=768,
+      num_layers=12,
+      num_heads=12,
+      intermediate_size=3072,
+      max_position_embeddings=512,
+      type_vocab_size=2,
+      hidden_act='gelu',  # Exact erf GELU, as BERT and HF's 'gelu'.
+      dropout_rate=0.1,
+      attention_dropout_rate=0.1,
+      layer_norm_eps=1e-12,
+      initializer_range=0.02,
+      dtype='float32',  # Compute dtype; parameters stay float32.
+  ))
+
+  c.token_drop = ml_collections.ConfigDict(dict(
+      keep_rate=0.5,
+      importance_beta=0.95,
+      importance_init=10.0,
+      # -1 picks the paper's layers: cross-attention layer l/2-1, last kept-only l-2.
+      first_layer=-1,
+      last_layer=-1,
+  ))
+
+  c.sctd = ml_collections.ConfigDict(dict(
+      fi=10,
+      lam=0.05,
+      use_mlm_full=True,
+      use_kl_local=True,
+      use_kl_global=True,
+      stop_grad_teacher=False,
+      kl_normalizer='batch',
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=250_000,
+      batch_size=1024,
+      learning_rate=2e-4,
+      end_learning_rate=0.0,
+      lr_power=1.0,  # Polynomial decay power; 1.0 is linear.
+      warmup_steps=25_000,
+      weight_decay=0.01,
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=1e-6,
+      grad_clip_norm=0.0,  # 0 disables clipping.
+      log_every=100,
+      eval_every=1000,
+      eval_batches=4,
+      checkpoint_every=5000,
+      keep_checkpoints=3,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='synthetic',
+      seq_len=512,
+      mlm_probability=0.15,
+      max_predictions=80,
+      vocab_size=30522,  # Size of the WordPiece vocabulary fitted on the corpus.
+      tokenizer_docs=20_000,  # Documents the tokenizer is fitted on.
+      prefetch=4,
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+class ConfigError(ValueError):
+  """A config value that cannot run; the message names the key."""
+
+
+def _check(ok: bool, key: str, value, want: str):
+  if not ok:
+    raise ConfigError(f'config key {key}={value!r} is invalid: {want}.')
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad key."""
+  _check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
+  m = c.model
+  for key in ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
+              'max_position_embeddings', 'type_vocab_size'):
+    _check(m[key] > 0, f'model.{key}', m[key], 'must be a positive integer')
+  _check(m.vocab_size == -1 or m.vocab_size > 0, 'model.vocab_size', m.vocab_size,
+         'use -1 (take the tokenizer size) or a positive integer')
+  _check(m.hidden_size % m.num_heads == 0, 'model.num_heads', m.num_heads,
+         f'must divide model.hidden_size={m.hidden_size}')
+  _check(m.hidden_act in ACTIVATIONS, 'model.hidden_act', m.hidden_act,
+         f'use one of {ACTIVATIONS}')
+  _check(m.dtype in DTYPES, 'model.dtype', m.dtype, f'use one of {DTYPES}')
+  for key in ('dropout_rate', 'attention_dropout_rate'):
+    _check(0.0 <= m[key] < 1.0, f'model.{key}', m[key], 'must be in [0, 1)')
+
+  td = c.token_drop
+  _check(0.0 < td.keep_rate <= 1.0, 'token_drop.keep_rate', td.keep_rate,
+         'must be in (0, 1]')
+  _check(0.0 <= td.importance_beta < 1.0, 'token_drop.importance_beta',
+         td.importance_beta, 'must be in [0, 1)')
+  if c.method != 'baseline':
+    _check(m.num_layers >= 3, 'model.num_layers', m.num_layers,
+           'token dropping needs at least 3 layers (full, dropped, full)')
+    first, last = drop_layers(c)
+    _check(0 < first < m.num_layers - 1, 'token_drop.first_layer', first,
+           f'must be in [1, {m.num_layers - 2}] so at least one full layer '
+           'comes before it and after the dropped ones')
+    _check(first <= last < m.num_layers - 1, 'token_drop.last_layer', last,
+           f'must be in [{first}, {m.num_layers - 2}]')
+
+  s = c.sctd
+  _check(s.fi >= 1, 'sctd.fi', s.fi, 'must be >= 1')
+  _check(s.lam >= 0.0, 'sctd.lam', s.lam, 'must be >= 0')
+  _check(s.kl_normalizer in KL_NORMALIZERS, 'sctd.kl_normalizer',
+         s.kl_normalizer, f'use one of {KL_NORMALIZERS}')
+
+  t = c.train
+  for key in ('num_steps', 'batch_size', 'log_every', 'eval_every',
+              'eval_batches', 'checkpoint_every', 'keep_checkpoints'):
+    _check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
+  _check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
+  _check(0 <= t.warmup_steps <= t.num_steps, 'train.warmup_steps',
+         t.warmup_steps, f'must be in [0, train.num_steps={t.num_steps}]')
+  _check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
+  _check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
+         'must be >= 0 (0 disables clipping)')
+
+  d = c.data
+  _check(d.source == 'synthetic', 'data.source', d.source,
+         "only 'synthetic' (the built-in corpus) is available so far")
+  _check(4 <= d.seq_len <= m.max_position_embeddings, 'data.seq_len', d.seq_len,
+         f'must be in [4, model.max_position_embeddings={m.max_position_embeddings}]')
+  _check(0.0 < d.mlm_probability < 1.0, 'data.mlm_probability',
+         d.mlm_probability, 'must be in (0, 1)')
+  _check(0 < d.max_predictions <= d.seq_len, 'data.max_predictions',
+         d.max_predictions, f'must be in [1, data.seq_len={d.seq_len}]')
+  _check(d.vocab_size >= 100, 'data.vocab_size', d.vocab_size, 'must be >= 100')
+  _check(d.tokenizer_docs > 0, 'data.tokenizer_docs', d.tokenizer_docs,
+         'must be a positive integer')
+  _check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
+  for key in ('data', 'fsdp', 'tensor'):
+    _check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
+           'use -1 (remaining devices) or a positive integer')
+
+
+def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(cross-attention layer, last kept-only layer), 0-indexed (DESIGN.md 1)."""
+  num_layers = c.model.num_layers
+  first = c.token_drop.first_layer
+  last = c.token_drop.last_layer
+  return (num_layers // 2 - 1 if first == -1 else first,
+          num_layers - 2 if last == -1 else last)
+
+
+def keep_count(seq_len: int, keep_rate: float) -> int:
+  """k = round(S * keep_rate), the static number of kept tokens."""
+  return max(1, int(round(seq_len * keep_rate)))

@@ -1,0 +1,66 @@
+"""MLM loss and the SCTD objective (paper Eq. 1-4, DESIGN.md section 1)."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class MLMLoss(NamedTuple):
+  mean: jax.Array          # Scalar: summed loss / number of real targets.
+  per_token: jax.Array     # [B, P] cross-entropy at every prediction slot.
+
+
+def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> MLMLoss:
+  """Eq. 1 over the weighted prediction slots; a batch with no target gives 0."""
+  per_token = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+  w = weights.astype(jnp.float32)
+  return MLMLoss(jnp.sum(per_token * w) / jnp.maximum(jnp.sum(w), 1.0), per_token)
+
+
+def cls_kl(teacher: jax.Array, student: jax.Array) -> jax.Array:
+  """Per-example KL(p(teacher) || p(student)), p = softmax over the hidden
+  dim of the [CLS] vector (Eq. 2-3). Shapes [B, d] -> [B]."""
+  log_p = jax.nn.log_softmax(teacher.astype(jnp.float32), axis=-1)
+  log_q = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+class SCTDTerms(NamedTuple):
+  loss: jax.Array
+  mlm_drop: jax.Array
+  mlm_full: jax.Array
+  kl_global: jax.Array
+  kl_local: jax.Array
+
+
+def sctd_objective(mlm_drop: jax.Array, mlm_full: jax.Array,
+                   cls_full: jax.Array, cls_drop: jax.Array,
+                   num_targets: jax.Array, sctd_config) -> SCTDTerms:
+  """Eq. 4 on a semantic-consistent step:
+  L = 1/2 L*_MLM + 1/2 L_MLM + lam (L_SCg + L_SCl).
+
+  `cls_full` / `cls_drop` are the per-layer [CLS] states [num_layers, B, d]
+  of the full (teacher) and dropped (student) forwards; L_SCg uses the last
+  layer (X_l), L_SCl the penultimate (X_{l-1}). The switches remove exactly
+  their term; `kl_normalizer='masked_tokens'` sums the KL over the batch and
+  divides by the number of masked tokens, as the authors' fairseq code does.
+  """
+  if sctd_config.stop_grad_teacher:
+    cls_full = jax.lax.stop_gradient(cls_full)
+  if sctd_config.kl_normalizer == 'batch':
+    reduce = jnp.mean
+  else:
+    reduce = lambda kl: jnp.sum(kl) / jnp.maximum(num_targets, 1.0)
+  kl_global = reduce(cls_kl(cls_full[-1], cls_drop[-1]))
+  kl_local = reduce(cls_kl(cls_full[-2], cls_drop[-2]))
+  loss = 0.5 * mlm_drop
+  if sctd_config.use_mlm_full:
+    loss += 0.5 * mlm_full
+  if sctd_config.use_kl_global:
+    loss += sctd_config.lam * kl_global
+  if sctd_config.use_kl_local:
+    loss += sctd_config.lam * kl_local
+  return SCTDTerms(loss, mlm_drop, mlm_full, kl_global, kl_local)

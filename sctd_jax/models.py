@@ -1,0 +1,307 @@
+"""BERT for masked language modelling, with the token-dropping forward.
+
+The parameter tree mirrors Hugging Face's `BertForMaskedLM` name for name
+(`bert/encoder/layer/3/attention/self/query/kernel` is
+`bert.encoder.layer.3.attention.self.query.weight` transposed), so export is a
+rename. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+`mlp`) for the sharding rules, as in MaxText.
+
+The same weights serve two forwards (paper section 2.1, DESIGN.md section 1):
+`keep_indices=None` runs every layer on all S tokens; with `keep_indices`
+([B, k], sorted) layers before `first_layer` see all tokens, `first_layer`
+attends from the k kept tokens to all S (cross-attention), layers up to
+`last_layer` see only the kept tokens, which are then scattered back over the
+layer-`first_layer - 1` states for the remaining full layers.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sctd_jax import token_drop
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  hidden_act: str = 'gelu'
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  dtype: Any = jnp.float32
+  # Token-dropping layer range, 0-indexed (DESIGN.md section 1).
+  first_drop_layer: int = 5
+  last_drop_layer: int = 10
+
+  @classmethod
+  def from_config(cls, config, vocab_size: int) -> 'BertConfig':
+    from sctd_jax import config as config_lib
+    m = config.model
+    first, last = config_lib.drop_layers(config)
+    return cls(
+        vocab_size=vocab_size, hidden_size=m.hidden_size,
+        num_layers=m.num_layers, num_heads=m.num_heads,
+        intermediate_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings,
+        type_vocab_size=m.type_vocab_size, hidden_act=m.hidden_act,
+        dropout_rate=m.dropout_rate,
+        attention_dropout_rate=m.attention_dropout_rate,
+        layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
+        dtype=jnp.dtype(m.dtype), first_drop_layer=first, last_drop_layer=last)
+
+
+ACTIVATIONS = {
+    'gelu': lambda x: nn.gelu(x, approximate=False),
+    'gelu_new': lambda x: nn.gelu(x, approximate=True),
+    'relu': nn.relu,
+}
+
+
+def _dense(cfg: BertConfig, features: int, axes: tuple[str, str], name: str):
+  init = nn.initializers.normal(cfg.initializer_range)
+  return nn.Dense(
+      features, dtype=cfg.dtype, param_dtype=jnp.float32, name=name,
+      kernel_init=nn.with_logical_partitioning(init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+def _layer_norm(cfg: BertConfig, name: str = 'LayerNorm'):
+  # float32 statistics whatever the compute dtype.
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=jnp.float32, param_dtype=jnp.float32,
+      name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
+
+
+def _embed(cfg: BertConfig, num: int, axes: tuple[str, str], name: str):
+  init = nn.initializers.normal(cfg.initializer_range)
+  return nn.Embed(num, cfg.hidden_size, dtype=cfg.dtype,
+                  param_dtype=jnp.float32, name=name,
+                  embedding_init=nn.with_logical_partitioning(init, axes))
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+  cfg: BertConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.word_embeddings = _embed(cfg, cfg.vocab_size, ('vocab', 'embed'),
+                                  'word_embeddings')
+    self.position_embeddings = _embed(cfg, cfg.max_position_embeddings,
+                                      (None, 'embed'), 'position_embeddings')
+    self.token_type_embeddings = _embed(cfg, cfg.type_vocab_size,
+                                        (None, 'embed'), 'token_type_embeddings')
+    self.LayerNorm = _layer_norm(cfg)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def __call__(self, input_ids, token_type_ids, deterministic):
+    positions = jnp.arange(input_ids.shape[-1])[None, :]
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings(positions)
+         + self.token_type_embeddings(token_type_ids))
+    x = self.LayerNorm(x).astype(self.cfg.dtype)
+    return self.dropout(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head attention from `x_q` to `x_kv`; scores and softmax in float32."""
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x_q, x_kv, kv_mask, deterministic):
+    cfg = self.cfg
+    heads, head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    split = lambda t: t.reshape(*t.shape[:2], heads, head_dim)
+    q = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'query')(x_q))
+    k = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'key')(x_kv))
+    v = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'value')(x_kv))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k,
+                        preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
+    big_neg = jnp.finfo(jnp.float32).min
+    scores = jnp.where(kv_mask[:, None, None, :], scores, big_neg)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
+    out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(cfg.dtype), v)
+    return out.reshape(*out.shape[:2], cfg.hidden_size)
+
+
+class AddNorm(nn.Module):
+  """HF's `*Output` block: dense, dropout, residual, LayerNorm."""
+  cfg: BertConfig
+  axes: tuple[str, str]
+
+  @nn.compact
+  def __call__(self, x, residual, deterministic):
+    x = _dense(self.cfg, self.cfg.hidden_size, self.axes, 'dense')(x)
+    x = nn.Dropout(self.cfg.dropout_rate)(x, deterministic=deterministic)
+    return _layer_norm(self.cfg)(x + residual).astype(self.cfg.dtype)
+
+
+class Attention(nn.Module):
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x_q, x_kv, kv_mask, deterministic):
+    a = SelfAttention(self.cfg, name='self')(x_q, x_kv, kv_mask, deterministic)
+    return AddNorm(self.cfg, ('heads', 'embed'), name='output')(a, x_q, deterministic)
+
+
+class Intermediate(nn.Module):
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    x = _dense(self.cfg, self.cfg.intermediate_size, ('embed', 'mlp'), 'dense')(x)
+    return ACTIVATIONS[self.cfg.hidden_act](x)
+
+
+class Layer(nn.Module):
+  """One post-LN encoder layer. Queries come from `x_q`, keys/values from
+  `x_kv`: the same array in full and kept-only layers, the kept subset and the
+  full sequence in the cross-attention layer. Residual and FFN follow `x_q`."""
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x_q, x_kv, kv_mask, deterministic):
+    cfg = self.cfg
+    x = Attention(cfg, name='attention')(x_q, x_kv, kv_mask, deterministic)
+    h = Intermediate(cfg, name='intermediate')(x)
+    return AddNorm(cfg, ('mlp', 'embed'), name='output')(h, x, deterministic)
+
+
+class LayerStack(nn.Module):
+  """HF's `encoder.layer` list, with the token-drop schedule over it."""
+  cfg: BertConfig
+
+  def setup(self):
+    self.layers = [Layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
+
+  def __call__(self, x, mask, keep_indices, deterministic):
+    """Returns the last hidden states [B, S, d] and each layer's [CLS] state
+    [num_layers, B, d] (the kept set always holds [CLS] at index 0)."""
+    cfg = self.cfg
+    first, last = cfg.first_drop_layer, cfg.last_drop_layer
+    cls_states = []
+    for i, layer in enumerate(self.layers):
+      if keep_indices is None or i < first or i > last:
+        x = layer(x, x, mask, deterministic)
+      elif i == first:
+        full_x = x
+        kept_mask = token_drop.gather(mask, keep_indices)
+        x = layer(token_drop.gather(x, keep_indices), full_x, mask, deterministic)
+      else:
+        x = layer(x, x, kept_mask, deterministic)
+      if keep_indices is not None and i == last:
+        x = token_drop.scatter(full_x, keep_indices, x)
+      cls_states.append(x[:, 0])
+    return x, jnp.stack(cls_states)
+
+
+class Encoder(nn.Module):
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x, mask, keep_indices, deterministic):
+    return LayerStack(self.cfg, name='layer')(x, mask, keep_indices, deterministic)
+
+
+class Pooler(nn.Module):
+  """Dense + tanh on [CLS]; kept for HF's sequence-classification heads."""
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.tanh(_dense(self.cfg, self.cfg.hidden_size, ('embed', 'embed'),
+                           'dense')(x[:, 0]))
+
+
+class BertModel(nn.Module):
+  cfg: BertConfig
+
+  def setup(self):
+    self.embeddings = Embeddings(self.cfg)
+    self.encoder = Encoder(self.cfg)
+    self.pooler = Pooler(self.cfg)
+
+  def __call__(self, input_ids, token_type_ids, attention_mask, keep_indices,
+               deterministic):
+    x = self.embeddings(input_ids, token_type_ids, deterministic)
+    x, cls_states = self.encoder(x, attention_mask.astype(bool), keep_indices,
+                                 deterministic)
+    return x, cls_states, self.pooler(x)
+
+
+class Transform(nn.Module):
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    x = _dense(self.cfg, self.cfg.hidden_size, ('embed', 'embed'), 'dense')(x)
+    return _layer_norm(self.cfg)(ACTIVATIONS[self.cfg.hidden_act](x))
+
+
+class PredictionHead(nn.Module):
+  """Transform, then the decoder tied to the word embeddings, plus a bias."""
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x, embeddings: nn.Embed):
+    x = Transform(self.cfg, name='transform')(x).astype(self.cfg.dtype)
+    bias = self.param('bias', nn.with_logical_partitioning(
+        nn.initializers.zeros, ('vocab',)), (self.cfg.vocab_size,), jnp.float32)
+    return embeddings.attend(x).astype(jnp.float32) + bias
+
+
+class MLMHead(nn.Module):
+  cfg: BertConfig
+
+  @nn.compact
+  def __call__(self, x, embeddings):
+    return PredictionHead(self.cfg, name='predictions')(x, embeddings)
+
+
+class MLMOutput(NamedTuple):
+  logits: jax.Array       # [B, P, V] at `mlm_positions`, or [B, S, V].
+  cls_states: jax.Array   # [num_layers, B, d], each layer's [CLS] output.
+
+
+class BertForMaskedLM(nn.Module):
+  """`__call__` is the `load_pretrained` contract (DESIGN.md section 3):
+  MLM logits [B, S, V] of the deterministic full path. Training calls
+  `forward`, which also takes the masked positions and the kept indices."""
+  cfg: BertConfig
+
+  def setup(self):
+    self.bert = BertModel(self.cfg)
+    self.cls = MLMHead(self.cfg)
+
+  def forward(self, input_ids, token_type_ids=None, attention_mask=None,
+              mlm_positions=None, keep_indices=None, deterministic=True):
+    """MLM logits at `mlm_positions` ([B, P], static P) or at every position.
+
+    `keep_indices` ([B, k], ascending) selects the token-dropping forward."""
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    x, cls_states, _ = self.bert(input_ids, token_type_ids, attention_mask,
+                                 keep_indices, deterministic)
+    if mlm_positions is not None:
+      x = jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
+    logits = self.cls(x, self.bert.embeddings.word_embeddings)
+    return MLMOutput(logits, cls_states)
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None):
+    return self.forward(input_ids, token_type_ids, attention_mask).logits

@@ -1,0 +1,78 @@
+"""What a run tells its user: metrics.jsonl, TensorBoard, log lines, progress bar."""
+
+import json
+import math
+import os
+
+from absl import logging
+import numpy as np
+import tensorboardX
+import tqdm
+
+from sctd_jax import step as step_lib
+
+
+def summarize(step: int, per_step: list[dict], seconds: float,
+              tokens_per_step: int) -> dict:
+  """One metrics.jsonl row for the steps since the last row.
+
+  Terms every step has are averaged; Eq. 4's optional terms are averaged over
+  the steps that have them and are null when none did; `sctd_step` counts the
+  semantic-consistent steps in the interval (0/1 with log_every=1);
+  `step_time_s` is wall time per step measured after the results were ready.
+  """
+  stacked = {k: np.asarray([m[k] for m in per_step], np.float64) for k in per_step[0]}
+  row = dict(step=step, loss=float(stacked['loss'].mean()),
+             grad_norm=float(stacked['grad_norm'].mean()),
+             learning_rate=float(stacked['learning_rate'][-1]),
+             sctd_step=int(stacked['sctd_step'].sum()))
+  for key in step_lib.OPTIONAL_METRICS:
+    present = stacked[key][~np.isnan(stacked[key])]
+    row[key] = float(present.mean()) if present.size else None
+  row['step_time_s'] = seconds / len(per_step)
+  row['tokens_per_s'] = tokens_per_step / row['step_time_s']
+  return row
+
+
+class Reporter:
+  """Appends rows to `metrics.jsonl`, mirrors them to TensorBoard and the log,
+  and drives a progress bar with step, loss, tokens/s and ETA."""
+
+  def __init__(self, workdir: str, first_step: int, num_steps: int):
+    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.num_steps = num_steps
+    self.bar = tqdm.tqdm(total=num_steps, initial=first_step, unit='step',
+                         dynamic_ncols=True, mininterval=1.0)
+
+  def advance(self):
+    self.bar.update(1)
+
+  def write(self, row: dict):
+    if not math.isfinite(row.get('loss', 0.0)):
+      raise FloatingPointError(
+          f'Non-finite loss {row["loss"]} at step {row["step"]}. Lower '
+          'train.learning_rate or set train.grad_clip_norm; the checkpoints in '
+          'the workdir are from before this step.')
+    self.jsonl.write(json.dumps(row) + '\n')
+    self.jsonl.flush()
+    for key, value in row.items():
+      if key != 'step' and value is not None:
+        self.tb.add_scalar(key, value, row['step'])
+    if 'loss' in row:
+      self.bar.set_postfix(loss=f'{row["loss"]:.3f}',
+                           tok_s=f'{row["tokens_per_s"]:.0f}', refresh=False)
+      remaining = (self.num_steps - row['step']) * row['step_time_s']
+      logging.info('step %d/%d loss %.4f  %.0f tokens/s  ETA %s', row['step'],
+                   self.num_steps, row['loss'], row['tokens_per_s'],
+                   _hms(remaining))
+
+  def close(self):
+    self.bar.close()
+    self.tb.close()
+    self.jsonl.close()
+
+
+def _hms(seconds: float) -> str:
+  minutes, secs = divmod(int(seconds), 60)
+  return f'{minutes // 60}:{minutes % 60:02d}:{secs:02d}'

@@ -1,0 +1,184 @@
+"""The train state, the optimizer, and the one compiled `train_step`.
+
+The branch choice of SCTD's hybrid training (paper Eq. 4, Figure 5) is the
+`lax.cond` in `train_step`: on `step % fi == 0` both forwards run and the
+semantic-consistent objective is used, otherwise plain token dropping. The
+predicate reads the step counter inside the state, so a whole run compiles
+the function once; `baseline` and `token_drop` are the same step with a fixed
+branch.
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import optax
+
+from sctd_jax import config as config_lib
+from sctd_jax import losses
+from sctd_jax import models
+from sctd_jax import token_drop
+
+# Batch layout produced by the input pipeline; P = data.max_predictions.
+BATCH_KEYS = ('input_ids', 'token_type_ids', 'attention_mask',   # [B, S]
+              'mlm_positions', 'mlm_ids', 'mlm_weights')         # [B, P]
+# Terms of Eq. 4 that only some steps have; NaN in the step, null in logs.
+OPTIONAL_METRICS = ('mlm_drop', 'mlm_full', 'kl_global', 'kl_local')
+
+
+class TrainState(train_state.TrainState):
+  """Everything a step reads and writes: params, optimizer state, step, the
+  token-importance table (state, not a parameter) and the base RNG key."""
+  importance: jax.Array
+  rng: jax.Array
+
+
+def learning_rate_schedule(t) -> optax.Schedule:
+  """Linear warmup to the peak, then polynomial decay (power 1: linear)."""
+  warmup = optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
+  decay = optax.polynomial_schedule(
+      t.learning_rate, t.end_learning_rate, t.lr_power,
+      max(1, t.num_steps - t.warmup_steps))
+  return optax.join_schedules([warmup, decay], [t.warmup_steps])
+
+
+def decay_mask(params) -> Any:
+  """Weight decay on weights and embeddings, not on biases or LayerNorm."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path[-1].key not in ('bias', 'scale'), params)
+
+
+def make_optimizer(t) -> optax.GradientTransformation:
+  """AdamW (decoupled decay, Loshchilov & Hutter), optional global-norm clip."""
+  adamw = optax.adamw(learning_rate_schedule(t), b1=t.adam_b1, b2=t.adam_b2,
+                      eps=t.adam_eps, weight_decay=t.weight_decay,
+                      mask=decay_mask)
+  if t.grad_clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), adamw)
+  return adamw
+
+
+def init_params(model: models.BertForMaskedLM, rng: jax.Array):
+  """Plain float32 params (logical-axis metadata stripped)."""
+  ids = jnp.zeros((1, 8), jnp.int32)
+  return nn.meta.unbox(model.init(rng, ids)['params'])
+
+
+def create_train_state(config, model: models.BertForMaskedLM,
+                       importance: jax.Array, rng: jax.Array) -> TrainState:
+  params_rng, step_rng = jax.random.split(rng)
+  state = TrainState.create(
+      apply_fn=model.apply, params=init_params(model, params_rng),
+      tx=make_optimizer(config.train), importance=importance, rng=step_rng)
+  # An array step, not Python's 0, so the first call has the signature of
+  # every later one and the step compiles once.
+  return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+class StepOutput(NamedTuple):
+  loss: jax.Array
+  metrics: dict
+  token_losses: jax.Array   # Dropped branch's per-slot MLM loss, for importance.
+
+
+def _losses(model, config, params, batch, keep_indices, rng, branch: str):
+  """Loss of one branch: 'full' (baseline), 'drop' (L*_MLM) or 'sctd' (Eq. 4)."""
+  def forward(indices, key):
+    return model.apply(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+        batch['attention_mask'], batch['mlm_positions'], indices,
+        deterministic=False, rngs={'dropout': key}, method=model.forward)
+
+  def mlm(out):
+    return losses.mlm_loss(out.logits, batch['mlm_ids'], batch['mlm_weights'])
+
+  nan = jnp.full((), jnp.nan, jnp.float32)
+  metrics = dict.fromkeys(OPTIONAL_METRICS, nan)
+  drop_key, full_key = jax.random.split(rng)
+  if branch == 'full':
+    full = mlm(forward(None, full_key))
+    metrics.update(loss=full.mean, mlm_full=full.mean)
+    return StepOutput(full.mean, metrics, full.per_token)
+  out_drop = forward(keep_indices, drop_key)
+  drop = mlm(out_drop)
+  if branch == 'drop':
+    metrics.update(loss=drop.mean, mlm_drop=drop.mean)
+    return StepOutput(drop.mean, metrics, drop.per_token)
+  out_full = forward(None, full_key)
+  terms = losses.sctd_objective(
+      drop.mean, mlm(out_full).mean, out_full.cls_states, out_drop.cls_states,
+      jnp.sum(batch['mlm_weights']), config.sctd)
+  metrics.update(terms._asdict())
+  return StepOutput(terms.loss, metrics, drop.per_token)
+
+
+def make_train_step(model: models.BertForMaskedLM, config):
+  """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
+
+  The state argument is donated: the caller must not reuse it."""
+  method, fi = config.method, config.sctd.fi
+  schedule = learning_rate_schedule(config.train)
+
+  def grads_of(branch, params, batch, keep_indices, rng):
+    fn = lambda p: (lambda o: (o.loss, o))(
+        _losses(model, config, p, batch, keep_indices, rng, branch))
+    (_, out), grads = jax.value_and_grad(fn, has_aux=True)(params)
+    return out, grads
+
+  def train_step(state: TrainState, batch: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    select_key, dropout_key = jax.random.split(rng)
+    keep_indices = None
+    if method != 'baseline':
+      k = config_lib.keep_count(batch['input_ids'].shape[1],
+                                config.token_drop.keep_rate)
+      keep_indices = token_drop.select_kept(state.importance,
+                                            batch['input_ids'], k, select_key)
+    args = (state.params, batch, keep_indices, dropout_key)
+    if method == 'baseline':
+      out, grads = grads_of('full', *args)
+    elif method == 'token_drop':
+      out, grads = grads_of('drop', *args)
+    else:
+      out, grads = jax.lax.cond(
+          state.step % fi == 0,
+          functools.partial(grads_of, 'sctd'), functools.partial(grads_of, 'drop'),
+          *args)
+    importance = state.importance
+    if method != 'baseline':
+      importance = token_drop.update_importance(
+          importance, batch['mlm_ids'], out.token_losses, batch['mlm_weights'],
+          config.token_drop.importance_beta)
+    metrics = dict(out.metrics, grad_norm=optax.tree.norm(grads),
+                   learning_rate=schedule(state.step),
+                   sctd_step=jnp.logical_not(jnp.isnan(out.metrics['kl_global'])))
+    new_state = state.apply_gradients(grads=grads).replace(importance=importance)
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(model: models.BertForMaskedLM, config):
+  """Validation MLM loss, deterministic, on the full path and (unless
+  baseline) the dropped path: returns summed loss and target counts."""
+  def eval_step(state: TrainState, batch: dict):
+    def loss_sum(indices):
+      logits = model.apply(
+          {'params': state.params}, batch['input_ids'], batch['token_type_ids'],
+          batch['attention_mask'], batch['mlm_positions'], indices,
+          method=model.forward).logits
+      mlm = losses.mlm_loss(logits, batch['mlm_ids'], batch['mlm_weights'])
+      return jnp.sum(mlm.per_token * batch['mlm_weights'])
+    out = dict(full=loss_sum(None), count=jnp.sum(batch['mlm_weights']))
+    if config.method != 'baseline':
+      k = config_lib.keep_count(batch['input_ids'].shape[1],
+                                config.token_drop.keep_rate)
+      out['drop'] = loss_sum(token_drop.select_kept(
+          state.importance, batch['input_ids'], k, jax.random.PRNGKey(0)))
+    return out
+
+  return jax.jit(eval_step)
+

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny BERT config and random batches."""
+
+import os
+
+# Tests check numbers, not speed: XLA's cheapest CPU codegen halves compile
+# time. Set before JAX starts; subprocesses inherit it.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_backend_optimization_level=0').strip()
+
+import jax
+import numpy as np
+import pytest
+
+from sctd_jax import config as config_lib
+from sctd_jax import models
+
+VOCAB = 97
+PAD, UNK, CLS, SEP, MASK = range(5)
+
+
+def tiny_config(**overrides):
+  c = config_lib.base_config()
+  c.model.update(vocab_size=VOCAB, hidden_size=32, num_layers=4, num_heads=4,
+                 intermediate_size=64, max_position_embeddings=64)
+  c.train.update(num_steps=50, batch_size=4, learning_rate=1e-3, warmup_steps=2)
+  c.data.update(seq_len=16, max_predictions=4)
+  for key, value in overrides.items():
+    section, _, name = key.rpartition('.')
+    (c[section] if section else c)[name] = value
+  return c
+
+
+def random_batch(config, seed=0, pad_from=None):
+  """Batch of random ids with [CLS]/[SEP], optional right padding per row."""
+  rng = np.random.default_rng(seed)
+  B, S, P = config.train.batch_size, config.data.seq_len, config.data.max_predictions
+  ids = rng.integers(5, config.model.vocab_size, (B, S)).astype(np.int32)
+  lengths = np.full(B, S) if pad_from is None else np.asarray(pad_from)
+  mask = (np.arange(S)[None] < lengths[:, None]).astype(np.int32)
+  ids[:, 0] = CLS
+  ids[np.arange(B), lengths - 1] = SEP
+  ids = np.where(mask == 1, ids, PAD)
+  positions = np.stack([np.sort(rng.choice(np.arange(1, n - 1), P, replace=False))
+                        for n in lengths]).astype(np.int32)
+  labels = np.take_along_axis(ids, positions, 1)
+  np.put_along_axis(ids, positions, MASK, 1)
+  return dict(input_ids=ids, token_type_ids=np.zeros_like(ids),
+              attention_mask=mask, mlm_positions=positions, mlm_ids=labels,
+              mlm_weights=np.ones((B, P), np.float32))
+
+
+@pytest.fixture
+def config():
+  return tiny_config()
+
+
+def make_model(config):
+  return models.BertForMaskedLM(models.BertConfig.from_config(config, config.model.vocab_size))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  # Tests that compile the same step share it.
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla')))

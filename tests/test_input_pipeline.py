@@ -1,0 +1,108 @@
+"""Tokenizer, packing and masking of the built-in corpus."""
+
+import numpy as np
+import pytest
+import transformers
+
+from sctd_jax import input_pipeline
+from sctd_jax import synthetic
+from conftest import tiny_config
+
+
+@pytest.fixture(scope='module')
+def tokenizer(tmp_path_factory):
+  config = tiny_config(**{'data.vocab_size': 600, 'data.tokenizer_docs': 300})
+  workdir = str(tmp_path_factory.mktemp('run'))
+  return input_pipeline.load_or_fit_tokenizer(config, workdir), workdir
+
+
+def test_tokenizer_is_saved_and_reloads_identically(tokenizer):
+  tok, workdir = tokenizer
+  again = transformers.AutoTokenizer.from_pretrained(f'{workdir}/tokenizer')
+  text = synthetic.document(0, 12345)[0].text
+  assert tok(text)['input_ids'] == again(text)['input_ids']
+  assert again.unk_token_id not in again(text, add_special_tokens=False)['input_ids']
+  allow, deny = input_pipeline.special_ids(again)
+  assert set(allow) == {again.cls_token_id, again.sep_token_id, again.mask_token_id}
+  assert deny == [again.pad_token_id]
+
+
+def test_packed_blocks_are_framed_and_deterministic(tokenizer):
+  tok, _ = tokenizer
+  source = input_pipeline.SyntheticSource(tok, 64, seed=0)
+  a, b = source.block(3), source.block(3)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(source.block(4), a)
+  val = input_pipeline.SyntheticSource(tok, 64, seed=0, split='validation')
+  assert not np.array_equal(val.block(3), a)
+  for row in (source.block(i) for i in range(20)):
+    n = int((row != tok.pad_token_id).sum())
+    assert row[0] == tok.cls_token_id and row[n - 1] == tok.sep_token_id
+    assert (row[n:] == tok.pad_token_id).all() and n > 40   # well filled
+    inner = row[1:n - 1]
+    assert not np.isin(inner, tok.all_special_ids).any()
+    assert tok.decode(inner).endswith('.')   # whole sentences only
+
+
+def test_masking_statistics(tokenizer):
+  tok, _ = tokenizer
+  masker = input_pipeline.Masker(tok, probability=0.15, max_predictions=40)
+  rng = np.random.default_rng(0)
+  B, S = 3000, 128
+  ids = rng.choice(masker.random_ids, (B, S)).astype(np.int32)
+  lengths = rng.integers(60, S + 1, B)
+  ids[np.arange(S)[None] >= lengths[:, None]] = tok.pad_token_id
+  ids[:, 0] = tok.cls_token_id
+  ids[np.arange(B), lengths - 1] = tok.sep_token_id
+  out = masker(ids, rng)
+  w = out['mlm_weights'] > 0
+  pos, labels = out['mlm_positions'], out['mlm_ids']
+  rows = np.arange(B)[:, None]
+  # Never a special token, labels are the originals, no position twice.
+  assert not np.isin(ids[rows, pos][w], tok.all_special_ids).any()
+  np.testing.assert_array_equal(labels[w], ids[rows, pos][w])
+  assert all(len(set(p[m])) == m.sum() for p, m in zip(pos, w))
+  # ~15% of the maskable tokens of each row.
+  rate = w.sum() / (lengths - 2).sum()
+  assert abs(rate - 0.15) < 0.005, rate
+  # 80 / 10 / 10 within sampling error (about 0.003 for 0.8 here).
+  new = out['input_ids'][rows, pos][w]
+  masked = (new == tok.mask_token_id).mean()
+  kept = (new == labels[w]).mean()
+  random = 1 - masked - kept
+  assert abs(masked - 0.8) < 0.01 and abs(kept - 0.1) < 0.01 and abs(random - 0.1) < 0.01
+  # Untouched outside the targets.
+  changed = out['input_ids'] != ids
+  assert not changed[~np.isin(np.arange(S)[None], pos) | (np.arange(S)[None] == 0)].any()
+
+
+def test_masking_caps_at_max_predictions_and_handles_empty_rows(tokenizer):
+  tok, _ = tokenizer
+  masker = input_pipeline.Masker(tok, probability=0.5, max_predictions=5)
+  ids = np.full((2, 32), 100, np.int32)
+  ids[1] = tok.pad_token_id
+  ids[:, 0] = tok.cls_token_id
+  out = masker(ids, np.random.default_rng(0))
+  assert out['mlm_weights'][0].sum() == 5 and out['mlm_weights'][1].sum() == 0
+  np.testing.assert_array_equal(out['input_ids'][1], ids[1])
+
+
+def test_batches_resume_at_any_position(tokenizer):
+  tok, workdir = tokenizer
+  config = tiny_config(**{'data.seq_len': 64, 'data.max_predictions': 10})
+  first = input_pipeline.batches(config, tok, start=0)
+  run = [next(first) for _ in range(4)]
+  resumed = next(input_pipeline.batches(config, tok, start=2))
+  for key in run[2]:
+    np.testing.assert_array_equal(resumed[key], run[2][key])
+  assert run[2]['input_ids'].shape == (config.train.batch_size, 64)
+  assert run[2]['mlm_positions'].shape == (config.train.batch_size, 10)
+
+
+def test_tokenizer_without_mask_token_is_refused(tokenizer):
+  tok, _ = tokenizer
+  broken = transformers.BertTokenizerFast(tokenizer_object=tok.backend_tokenizer,
+                                          mask_token=None)
+  broken.mask_token = None
+  with pytest.raises(ValueError, match='mask_token'):
+    input_pipeline.special_ids(broken)

@@ -1,0 +1,99 @@
+"""The one compiled train_step: branch choice, compile count, state updates."""
+
+import logging
+
+import jax
+import numpy as np
+import pytest
+
+from sctd_jax import step as step_lib
+from sctd_jax import token_drop
+from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
+
+
+def _state(config, seed=0):
+  model = make_model(config)
+  importance = token_drop.init_importance(config.model.vocab_size, [CLS, SEP, MASK], [PAD])
+  return model, step_lib.create_train_state(config, model, importance, jax.random.PRNGKey(seed))
+
+
+def test_sctd_step_compiles_once_and_runs_kl_exactly_every_fi_steps(caplog):
+  fi = 3
+  config = tiny_config(**{'sctd.fi': fi})
+  model, state = _state(config)
+  train_step = step_lib.make_train_step(model, config)
+  jax.config.update('jax_log_compiles', True)
+  try:
+    with caplog.at_level(logging.DEBUG):
+      rows = []
+      for t in range(2 * fi + 1):
+        state, metrics = train_step(state, random_batch(config, seed=t))
+        rows.append(jax.device_get(metrics))
+  finally:
+    jax.config.update('jax_log_compiles', False)
+  compiles = [r for r in caplog.records
+              if 'train_step' in r.getMessage() and 'Compiling' in r.getMessage()]
+  assert len(compiles) == 1, [r.getMessage() for r in compiles]
+  assert train_step._cache_size() == 1
+  for t, m in enumerate(rows):
+    sctd = t % fi == 0
+    assert bool(m['sctd_step']) == sctd
+    for key in ('kl_global', 'kl_local', 'mlm_full'):
+      assert np.isfinite(m[key]) == sctd, (t, key, m[key])
+    assert np.isfinite(m['mlm_drop']) and np.isfinite(m['loss'])
+    if not sctd:
+      assert m['loss'] == m['mlm_drop']   # L = L*_MLM off the SCTD steps
+  assert int(state.step) == 2 * fi + 1
+
+
+@pytest.mark.parametrize('method', ['baseline', 'token_drop'])
+def test_fixed_branch_methods(method):
+  config = tiny_config(method=method)
+  model, state = _state(config)
+  before = np.asarray(state.importance)
+  train_step = step_lib.make_train_step(model, config)
+  for t in range(2):
+    state, metrics = train_step(state, random_batch(config, seed=t))
+  metrics = jax.device_get(metrics)
+  assert not metrics['sctd_step'] and np.isnan(metrics['kl_global'])
+  after = np.asarray(state.importance)
+  if method == 'baseline':
+    assert np.isnan(metrics['mlm_drop']) and metrics['loss'] == metrics['mlm_full']
+    np.testing.assert_array_equal(after, before)
+  else:
+    assert np.isnan(metrics['mlm_full']) and metrics['loss'] == metrics['mlm_drop']
+    assert (after != before).sum() > 0
+    assert after[CLS] == before[CLS] and after[PAD] == before[PAD]
+
+
+def test_weight_decay_skips_biases_and_layernorm():
+  config = tiny_config()
+  _, state = _state(config)
+  mask = step_lib.decay_mask(state.params)
+  layer = mask['bert']['encoder']['layer']['0']
+  assert layer['attention']['self']['query']['kernel'] is True
+  assert layer['attention']['self']['query']['bias'] is False
+  assert layer['output']['LayerNorm']['scale'] is False
+  assert mask['bert']['embeddings']['word_embeddings']['embedding'] is True
+  assert mask['cls']['predictions']['bias'] is False
+
+
+def test_learning_rate_schedule_warmup_then_linear_decay():
+  config = tiny_config(**{'train.learning_rate': 1.0, 'train.warmup_steps': 10,
+                          'train.num_steps': 110})
+  schedule = step_lib.learning_rate_schedule(config.train)
+  for t, want in [(0, 0.0), (5, 0.5), (10, 1.0), (60, 0.5), (110, 0.0)]:
+    np.testing.assert_allclose(schedule(t), want, atol=1e-6)
+
+
+def test_training_lowers_the_mlm_loss_on_a_fixed_batch():
+  config = tiny_config(**{'train.learning_rate': 3e-3, 'model.dropout_rate': 0.0,
+                          'model.attention_dropout_rate': 0.0})
+  model, state = _state(config)
+  train_step = step_lib.make_train_step(model, config)
+  batch = random_batch(config, seed=7)
+  losses = []
+  for _ in range(30):
+    state, metrics = train_step(state, batch)
+    losses.append(float(metrics['mlm_drop']))
+  assert losses[-1] < 0.5 * losses[0], losses
