@@ -121,23 +121,35 @@ class SyntheticSource:
     return row
 
 
+def unigram_entropy(source: SyntheticSource, num_blocks: int = 200) -> float:
+  """Entropy (nats) of the token distribution of the packed corpus: the loss
+  of a model that ignores context; MLM loss below it is learnt from context."""
+  ids = np.concatenate([source.block(i) for i in range(num_blocks)])
+  ids = ids[~np.isin(ids, source.tokenizer.all_special_ids)]
+  p = np.bincount(ids) / ids.size
+  p = p[p > 0]
+  return float(-(p * np.log(p)).sum())
+
+
 def make_batch(source: SyntheticSource, masker: Masker, batch_size: int,
-               number: int, seed: int) -> dict:
-  """Batch `number` (its samples are global positions number*B ... +B-1)."""
-  ids = np.stack([source.block(number * batch_size + i) for i in range(batch_size)])
-  batch = masker(ids, np.random.default_rng([seed, source.seed, number]))
+               position: int, seed: int) -> dict:
+  """The batch of global samples `position ... position + batch_size - 1`."""
+  ids = np.stack([source.block(position + i) for i in range(batch_size)])
+  batch = masker(ids, np.random.default_rng([seed, source.seed, position]))
   batch['attention_mask'] = (ids != source.tokenizer.pad_token_id).astype(np.int32)
   batch['token_type_ids'] = np.zeros_like(ids)
   return batch
 
 
-def batches(config, tokenizer, split: str = 'train', start: int = 0) -> Iterator[dict]:
-  """Batches `start, start+1, ...` of `split`, built ahead in a thread so the
-  accelerator does not wait on the host."""
+def batches(config, tokenizer, split: str = 'train', position: int = 0) -> Iterator[dict]:
+  """Batches of `split` from global sample `position` on, built ahead in a
+  thread so the accelerator does not wait on the host. The position is the
+  iterator's whole state: resuming there continues with the next batch."""
   source = SyntheticSource(tokenizer, config.data.seq_len, config.seed, split)
   masker = Masker(tokenizer, config.data.mlm_probability, config.data.max_predictions)
-  make = lambda n: make_batch(source, masker, config.train.batch_size, n, config.seed)
-  return prefetch(map(make, itertools.count(start)), config.data.prefetch)
+  size = config.train.batch_size
+  make = lambda p: make_batch(source, masker, size, p, config.seed)
+  return prefetch(map(make, itertools.count(position, size)), config.data.prefetch)
 
 
 def prefetch(iterator: Iterator, size: int) -> Iterator:

@@ -34,6 +34,21 @@ def summarize(step: int, per_step: list[dict], seconds: float,
   return row
 
 
+def truncate_metrics(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl rows after `step`: a resumed run redoes those steps."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = [line for line in lines if _step_of(line) <= step]
+  if len(keep) < len(lines):
+    logging.info('Resuming at step %d: dropped %d metrics rows of later steps.',
+                 step, len(lines) - len(keep))
+    with open(path, 'w') as f:
+      f.writelines(keep)
+
+
 class Reporter:
   """Appends rows to `metrics.jsonl`, mirrors them to TensorBoard and the log,
   and drives a progress bar with step, loss, tokens/s and ETA."""
@@ -76,3 +91,11 @@ class Reporter:
 def _hms(seconds: float) -> str:
   minutes, secs = divmod(int(seconds), 60)
   return f'{minutes // 60}:{minutes % 60:02d}:{secs:02d}'
+
+
+def _step_of(line: str) -> float:
+  """A row's step; a line cut short by a kill counts as after every step."""
+  try:
+    return json.loads(line)['step']
+  except (json.JSONDecodeError, KeyError):
+    return float('inf')

@@ -4,6 +4,7 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 `--config.method=token_drop --config.train.num_steps=100`.
 """
 
+import logging as pylogging
 import os
 import time
 
@@ -13,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
 from sctd_jax import input_pipeline
 from sctd_jax import models
@@ -44,22 +46,31 @@ def resolve_vocab_size(config, tokenizer) -> int:
 
 
 def setup(config, workdir: str):
-  """Tokenizer, model and a fresh train state; writes workdir/config.json."""
+  """Tokenizer, model, and the train state: fresh, or restored from the newest
+  readable checkpoint. Returns (tokenizer, model, state, data position,
+  checkpointer); writes workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
     config.model.vocab_size = vocab_size
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
   model = models.BertForMaskedLM(models.BertConfig.from_config(config, vocab_size))
   allow, deny = input_pipeline.special_ids(tokenizer)
   importance = token_drop.init_importance(vocab_size, allow, deny,
                                           config.token_drop.importance_init)
   state = step_lib.create_train_state(config, model, importance,
                                       jax.random.PRNGKey(config.seed))
-  return tokenizer, model, state
+  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
+  restored = checkpointer.restore(state, checkpointing.model_shape(config))
+  position = 0
+  if restored is not None:
+    state, data_state = restored
+    position = data_state['position']
+    reporting.truncate_metrics(workdir, int(state.step))
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+  return tokenizer, model, state, position, checkpointer
 
 
 def evaluate(eval_step, state, batches, method: str) -> dict:
@@ -73,19 +84,23 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains to `train.num_steps`; returns the last metrics row."""
+  """Trains to `train.num_steps`, resuming from the newest checkpoint in
+  `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
   jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
-  tokenizer, model, state = setup(config, workdir)
+  tokenizer, model, state, position, checkpointer = setup(config, workdir)
   t = config.train
-  logging.info('%s: %s parameters, method %s', workdir,
+  first_step = int(state.step)
+  logging.info('%s: %s parameters, method %s, %s at step %d', workdir,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
-               config.method)
-
+               config.method, 'resuming' if first_step else 'starting', first_step)
+  logging.info('Unigram entropy of the validation tokens: %.3f nats (a model '
+               'that ignores context scores this MLM loss).',
+               input_pipeline.unigram_entropy(input_pipeline.SyntheticSource(
+                   tokenizer, config.data.seq_len, config.seed, 'validation')))
   eval_step = step_lib.make_eval_step(model, config)
   val = input_pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [next(val) for _ in range(t.eval_batches)]
-  train_batches = input_pipeline.batches(config, tokenizer, 'train',
-                                         start=int(state.step))
+  train_batches = input_pipeline.batches(config, tokenizer, 'train', position)
 
   batch = next(train_batches)
   started = time.perf_counter()
@@ -94,16 +109,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_step = step_lib.make_train_step(model, config).lower(state, batch).compile()
   logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
 
-  reporter = reporting.Reporter(workdir, int(state.step), t.num_steps)
+  shape = checkpointing.model_shape(config)
+  stop = checkpointing.StopRequest()
+  reporter = reporting.Reporter(workdir, first_step, t.num_steps)
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
   try:
-    for done in range(int(state.step) + 1, t.num_steps + 1):
+    for done in range(first_step + 1, t.num_steps + 1):
       state, metrics = train_step(state, batch)
+      position += t.batch_size
       pending.append(metrics)
       reporter.advance()
+      stopping = bool(stop)  # Read once: a signal may land mid-iteration.
       evaluating = done % t.eval_every == 0 or done == t.num_steps
-      if done % t.log_every == 0 or evaluating:
+      saving = done % t.checkpoint_every == 0 or done == t.num_steps or stopping
+      # Rows are written (and losses checked for NaN) before any save.
+      if done % t.log_every == 0 or evaluating or saving:
         pending = jax.device_get(pending)  # Waits for the steps to finish.
         row = reporting.summarize(done, pending, time.perf_counter() - last_time,
                                   tokens_per_step)
@@ -111,22 +132,42 @@ def train_and_evaluate(config, workdir: str) -> dict:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
         reporter.write(row)
         pending, last_time = [], time.perf_counter()
+      if saving:
+        checkpointer.save(done, state, {'position': position}, shape)
+      if stopping:
+        checkpointer.wait()
+        logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
+                        'command to resume.', stop.signal_name, done,
+                        checkpointer.directory, done)
+        break
       if done < t.num_steps:
         batch = next(train_batches)
   finally:
+    checkpointer.wait()
+    checkpointer.close()
+    stop.restore_handlers()
     reporter.close()
   return row
 
 
+class _LibraryInfoFilter(pylogging.Filter):
+  """Keeps Orbax's and JAX's per-save INFO chatter out of the run's log."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or not any(
+        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   try:
     config_lib.validate(config)
-  except config_lib.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  train_and_evaluate(config, _WORKDIR.value)
+    train_and_evaluate(config, _WORKDIR.value)
+  except (config_lib.ConfigError, checkpointing.CheckpointMismatch) as e:
+    raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

@@ -1,0 +1,129 @@
+"""Orbax checkpoints of the whole run, resume, and preemption safety.
+
+One checkpoint holds everything the next step needs: params, optimizer state,
+step, token-importance table and RNG key (the train state), the data
+iterator's position (JSON, a global sample count independent of the number of
+processes), and the model shape it was trained with (JSON, to refuse a
+mismatching config with a readable message). The resolved config and the
+tokenizer live beside it in the workdir.
+"""
+
+import os
+import signal
+import time
+
+from absl import logging
+import orbax.checkpoint as ocp
+
+SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
+              'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint written for another model shape or vocabulary."""
+
+
+def model_shape(config) -> dict:
+  return {k: config.model[k] for k in SHAPE_KEYS}
+
+
+class Checkpointer:
+  """`workdir/checkpoints/<step>/{state, data, shape}` through one
+  `ocp.CheckpointManager`; saves are asynchronous (the call returns once
+  arrays are copied to host)."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=('state', 'data', 'shape'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def save(self, step: int, state, data_state: dict, shape: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state),
+        shape=ocp.args.JsonSave(shape)))
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore(self, abstract_state, shape: dict, step: int | None = None):
+    """(state, data_state) of `step`, or of the newest readable checkpoint.
+
+    An unreadable checkpoint is moved aside (never deleted) with a warning and
+    the previous one is tried; a checkpoint of another model shape is
+    refused. Returns None when there is no checkpoint."""
+    steps = [step] if step is not None else self.steps()[::-1]
+    for s in steps:
+      try:
+        saved = self.manager.restore(s, args=ocp.args.Composite(
+            shape=ocp.args.JsonRestore()))['shape']
+      except Exception as e:  # Orbax raises many types for damaged files.
+        self._quarantine(s, e)
+        continue
+      _check_shape(saved, shape, os.path.join(self.directory, str(s)))
+      try:
+        out = self.manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore()))
+      except Exception as e:
+        if step is not None:
+          raise
+        self._quarantine(s, e)
+        continue
+      logging.info('Restored checkpoint %s/%d.', self.directory, s)
+      return out['state'], out['data']
+    return None
+
+  def _quarantine(self, step: int, error: Exception) -> None:
+    path = os.path.join(self.directory, str(step))
+    aside = f'{path}.unreadable-{int(time.time())}'
+    logging.warning('Checkpoint %s is unreadable (%s: %s); moved it to %s and '
+                    'trying the previous one.', path, type(error).__name__,
+                    str(error).splitlines()[0][:200] if str(error) else '', aside)
+    if os.path.exists(path):
+      os.rename(path, aside)
+    self.manager.reload()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _check_shape(saved: dict, current: dict, where: str) -> None:
+  diffs = [f'{k}: checkpoint {saved.get(k)} vs config {current[k]}'
+           for k in current if saved.get(k) != current[k]]
+  if diffs:
+    raise CheckpointMismatch(
+        f'The checkpoint {where} was trained with another model shape '
+        f'({"; ".join(diffs)}). Use a new --workdir for a new model, or '
+        'restore the original model.* values.')
+
+
+class StopRequest:
+  """Turns SIGTERM (schedulers' preemption notice) and Ctrl-C into a flag the
+  train loop checks after each step, so it can save and exit cleanly."""
+
+  def __init__(self):
+    self.signal_name = None
+    self._previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal_name is not None:  # Second signal: stop at once.
+      signal.signal(signum, self._previous[signum])
+      os.kill(os.getpid(), signum)
+    self.signal_name = signal.Signals(signum).name
+    logging.warning('%s received: finishing this step, then saving.', self.signal_name)
+
+  def __bool__(self):
+    return self.signal_name is not None
+
+  def restore_handlers(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+

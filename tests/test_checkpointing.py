@@ -1,0 +1,111 @@
+"""Checkpoints with real processes: preemption by SIGTERM, exact resume,
+fallback from a damaged checkpoint, refusal of another model shape."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_train import ROOT, SMALL
+
+STEPS = 200
+ARGS = [*SMALL, f'--config.train.num_steps={STEPS}', '--config.train.log_every=1',
+        '--config.train.checkpoint_every=50', '--config.train.keep_checkpoints=3',
+        '--config.train.eval_every=1000', '--config.train.warmup_steps=10',
+        '--config.sctd.fi=4']
+
+
+def _command(workdir, *extra):
+  return [sys.executable, '-m', 'sctd_jax.train', '--config', 'configs/tiny.py',
+          '--workdir', str(workdir), *ARGS, *extra]
+
+
+def _run(workdir, *extra):
+  return subprocess.run(_command(workdir, *extra), cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def _rows(workdir):
+  return {r['step']: r for r in map(json.loads, open(os.path.join(workdir, 'metrics.jsonl')))}
+
+
+def _same_training(a, b, steps):
+  for s in steps:
+    for key in ('loss', 'mlm_drop', 'mlm_full', 'kl_global', 'kl_local', 'grad_norm',
+                'learning_rate', 'sctd_step'):
+      if b[s][key] is None:
+        assert a[s][key] is None, (s, key)
+      else:
+        assert a[s][key] == pytest.approx(b[s][key], rel=1e-6, abs=1e-7), (s, key, a[s], b[s])
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """An uninterrupted run."""
+  workdir = tmp_path_factory.mktemp('reference')
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return workdir
+
+
+def test_sigterm_saves_and_rerun_resumes_exactly(reference, tmp_path):
+  # HF's WordPiece trainer breaks ties in hash order, so two fits may differ;
+  # the run reuses a tokenizer found in its workdir.
+  shutil.copytree(reference / 'tokenizer', tmp_path / 'tokenizer')
+  proc = subprocess.Popen(_command(tmp_path), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / 'metrics.jsonl'
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 0, stderr[-3000:]
+  stopped = max(_rows(tmp_path))
+  assert 3 <= stopped < STEPS, 'the signal should land mid-run'
+  assert f'Stopped by SIGTERM after step {stopped}' in stderr
+  assert (tmp_path / 'checkpoints' / str(stopped)).is_dir()
+
+  run = _run(tmp_path)   # the same command
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert f'resuming at step {stopped}' in run.stderr
+  rows, ref = _rows(tmp_path), _rows(reference)
+  assert sorted(rows) == list(range(1, STEPS + 1))
+  _same_training(rows, ref, range(1, STEPS + 1))
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['100', '150', '200']
+  for path in glob.glob(str(workdir / 'checkpoints' / '200' / 'state' / '**' / '*'),
+                        recursive=True):
+    if os.path.isfile(path):
+      open(path, 'wb').close()   # as if killed while writing
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'unreadable' in run.stderr and 'resuming at step 150' in run.stderr
+  kept = os.listdir(workdir / 'checkpoints')
+  assert any(name.startswith('200.unreadable-') for name in kept), kept
+  assert {'150', '200'} <= set(kept)   # the good one kept, 200 saved anew
+  _same_training(_rows(workdir), _rows(reference), range(151, STEPS + 1))
+
+
+def test_checkpoint_of_another_shape_is_refused_and_nothing_is_overwritten(reference, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  before = (workdir / 'config.json').read_text()
+  run = _run(workdir, '--config.model.hidden_size=64', '--config.model.intermediate_size=128')
+  assert run.returncode != 0
+  assert 'hidden_size: checkpoint 32 vs config 64' in run.stderr, run.stderr[-2000:]
+  assert 'intermediate_size' in run.stderr
+  assert (workdir / 'config.json').read_text() == before
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['100', '150', '200']

@@ -1,0 +1,44 @@
+"""Our BERT against Hugging Face's PyTorch BertForMaskedLM with the same weights."""
+
+import jax
+import numpy as np
+import pytest
+
+from sctd_jax import hf_format
+from sctd_jax import models
+from sctd_jax import step
+from conftest import random_batch, tiny_config
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+
+def test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments():
+  config = tiny_config()
+  cfg = models.BertConfig.from_config(config, config.model.vocab_size)
+  model = models.BertForMaskedLM(cfg)
+  params = step.init_params(model, jax.random.PRNGKey(0))
+  # Non-zero biases and LayerNorm params, so a wrong mapping cannot hide.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape)
+                                     for x, k in zip(leaves, keys)])
+  batch = random_batch(config, seed=3, pad_from=[16, 10, 13, 7])
+  segments = (np.arange(16)[None] >= np.array([[8], [5], [6], [3]])).astype(np.int32)
+  segments *= batch['attention_mask']
+  ours = np.asarray(model.apply({'params': params}, batch['input_ids'], segments,
+                                batch['attention_mask']))
+
+  hf = transformers.BertForMaskedLM(hf_format.to_hf_config(cfg)).eval()
+  state = {k: torch.tensor(v) for k, v in hf_format.to_hf_state_dict(params).items()}
+  missing, unexpected = hf.load_state_dict(state, strict=False)
+  # BertForMaskedLM has no pooler; BertModel and the classifiers use it.
+  assert not missing and set(unexpected) == {'bert.pooler.dense.weight',
+                                             'bert.pooler.dense.bias'}
+  with torch.no_grad():
+    theirs = hf(input_ids=torch.from_numpy(batch['input_ids']).long(),
+                token_type_ids=torch.from_numpy(segments).long(),
+                attention_mask=torch.from_numpy(batch['attention_mask']).long()).logits.numpy()
+  real = batch['attention_mask'].astype(bool)
+  assert ours.shape == theirs.shape == (4, 16, config.model.vocab_size)
+  np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4)
