@@ -22,6 +22,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax import models
@@ -34,6 +35,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
 _CYCLES = flags.DEFINE_integer('cycles', 5, 'Timed cycles of Fi steps per method.')
 _HF = flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'Instead of step times, time saving and restoring an '
+    'Orbax checkpoint of the train state of this shape in this scratch directory.')
 
 METHODS = ('baseline', 'token_drop', 'sctd')
 
@@ -123,6 +127,36 @@ def time_hf_pytorch(config, steps: int) -> list[float] | None:
   return times
 
 
+def time_checkpoint(config, directory: str) -> dict:
+  """Seconds the train loop is blocked by a save, seconds until the save is
+  on disk, its size, and seconds to restore it (what a resume costs)."""
+  model = models.BertForMaskedLM(models.BertConfig.from_config(config, config.model.vocab_size))
+  importance = token_drop.init_importance(config.model.vocab_size, [2, 3, 4], [0])
+  state = step_lib.create_train_state(config, model, importance, jax.random.PRNGKey(0))
+  # Adam's moments start at zero and would compress away; a trained run's do not.
+  noise = lambda x: x + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), x.shape, x.dtype)
+  state = state.replace(opt_state=jax.tree.map(
+      lambda x: noise(x) if jax.numpy.issubdtype(x.dtype, jax.numpy.floating) else x,
+      state.opt_state))
+  jax.block_until_ready(state)
+  shape = checkpointing.model_shape(config)
+  ckpt = checkpointing.Checkpointer(directory, keep=1)
+  start = time.perf_counter()
+  ckpt.save(1, state, {'position': 0}, shape)
+  blocked = time.perf_counter() - start
+  ckpt.wait()
+  written = time.perf_counter() - start
+  size = sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(ckpt.directory) for f in files)
+  start = time.perf_counter()
+  jax.block_until_ready(ckpt.restore(state, shape))
+  restored = time.perf_counter() - start
+  ckpt.close()
+  return dict(params=sum(x.size for x in jax.tree.leaves(state.params)),
+              save_blocking_s=blocked, save_total_s=written,
+              size_mb=size / 2**20, restore_s=restored)
+
+
 def run(config, cycles: int, hf: bool) -> dict:
   config_lib.validate(config)
   tokens = config.train.batch_size * config.data.seq_len
@@ -143,8 +177,7 @@ def run(config, cycles: int, hf: bool) -> dict:
   m = config.model
   return dict(
       date=time.strftime('%Y-%m-%d'),
-      machine=f'{platform.machine()}, {os.cpu_count()} CPU cores, '
-              f'jax {jax.__version__} on {jax.devices()[0].platform}',
+      machine=machine(),
       shape=dict(num_layers=m.num_layers, hidden_size=m.hidden_size,
                  num_heads=m.num_heads, intermediate_size=m.intermediate_size,
                  vocab_size=m.vocab_size, seq_len=config.data.seq_len,
@@ -152,6 +185,11 @@ def run(config, cycles: int, hf: bool) -> dict:
                  max_predictions=config.data.max_predictions,
                  keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi),
       rows=rows)
+
+
+def machine() -> str:
+  return (f'{platform.machine()}, {os.cpu_count()} CPU cores, '
+          f'jax {jax.__version__} on {jax.devices()[0].platform}')
 
 
 def format_table(result: dict) -> str:
@@ -169,8 +207,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value or default_config()
-  result = run(config, _CYCLES.value, _HF.value)
-  print(format_table(result))
+  if config.model.vocab_size == -1:
+    config.model.vocab_size = 30522  # BERT's uncased vocabulary.
+  if _CHECKPOINT.value:
+    result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
+                  checkpoint=time_checkpoint(config, _CHECKPOINT.value))
+    print(json.dumps(result, indent=2))
+  else:
+    result = run(config, _CYCLES.value, _HF.value)
+    print(format_table(result))
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(result, f, indent=2)

@@ -138,13 +138,14 @@ def make_train_step(model: models.BertForMaskedLM, config):
       keep_indices = token_drop.select_kept(state.importance,
                                             batch['input_ids'], k, select_key)
     args = (state.params, batch, keep_indices, dropout_key)
+    is_sctd_step = jnp.logical_and(method == 'sctd', state.step % fi == 0)
     if method == 'baseline':
       out, grads = grads_of('full', *args)
     elif method == 'token_drop':
       out, grads = grads_of('drop', *args)
     else:
       out, grads = jax.lax.cond(
-          state.step % fi == 0,
+          is_sctd_step,
           functools.partial(grads_of, 'sctd'), functools.partial(grads_of, 'drop'),
           *args)
     importance = state.importance
@@ -154,7 +155,7 @@ def make_train_step(model: models.BertForMaskedLM, config):
           config.token_drop.importance_beta)
     metrics = dict(out.metrics, grad_norm=optax.tree.norm(grads),
                    learning_rate=schedule(state.step),
-                   sctd_step=jnp.logical_not(jnp.isnan(out.metrics['kl_global'])))
+                   sctd_step=is_sctd_step)
     new_state = state.apply_gradients(grads=grads).replace(importance=importance)
     return new_state, metrics
 
