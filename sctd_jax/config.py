@@ -75,12 +75,26 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
+      # 'synthetic' (built in), 'hf:NAME[:CONFIG][@SPLIT]' (datasets.load_dataset
+      # or a save_to_disk folder) or 'files:GLOB' (.txt, .jsonl, .parquet).
       source='synthetic',
+      text_column='text',  # The documents' field in hf:, .jsonl and .parquet.
+      streaming=False,  # Read hf:/files: as a stream, not tokenized and cached once.
+      # Same forms as source; '' holds out the last validation_fraction of
+      # the source's documents (synthetic has its own validation stream).
+      validation_source='',
+      validation_fraction=0.01,
+      tokenizer='train',  # 'train': fit WordPiece on source; or an HF folder or name.
+      vocab_size=30522,  # Size of the WordPiece vocabulary fitted on the corpus.
+      tokenizer_docs=20_000,  # Documents the tokenizer is fitted on; -1: all.
       seq_len=512,
       mlm_probability=0.15,
       max_predictions=80,
-      vocab_size=30522,  # Size of the WordPiece vocabulary fitted on the corpus.
-      tokenizer_docs=20_000,  # Documents the tokenizer is fitted on.
+      whole_word_masking=False,
+      # Processes that tokenize a corpus (-1: one per CPU). Each already uses
+      # every core; more help only where Python, not Rust, is the bottleneck.
+      num_proc=1,
+      cache_dir='',  # Token caches; '': ~/.cache/huggingface/datasets/sctd_jax.
       prefetch=4,
   ))
 
@@ -147,8 +161,25 @@ def validate(c: ml_collections.ConfigDict) -> None:
          'must be >= 0 (0 disables clipping)')
 
   d = c.data
-  _check(d.source == 'synthetic', 'data.source', d.source,
-         "only 'synthetic' (the built-in corpus) is available so far")
+  corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
+  for key in ('source', 'validation_source'):
+    kind, _, rest = d[key].partition(':')
+    _check(d[key] == 'synthetic' or (kind in ('hf', 'files') and rest != '') or
+           (key == 'validation_source' and d[key] == ''), f'data.{key}', d[key],
+           corpora + (" or ''" if key == 'validation_source' else ''))
+  _check(0.0 <= d.validation_fraction < 1.0, 'data.validation_fraction',
+         d.validation_fraction, 'must be in [0, 1)')
+  if d.source != 'synthetic' and not d.validation_source:
+    _check(not d.streaming, 'data.validation_source', d.validation_source,
+           'must name a corpus when data.streaming is on (a stream cannot hold '
+           'out documents)')
+    _check(d.validation_fraction > 0, 'data.validation_fraction',
+           d.validation_fraction, "must be > 0 when data.validation_source is ''")
+  _check(d.text_column != '', 'data.text_column', d.text_column, 'must name a field')
+  _check(d.tokenizer != '', 'data.tokenizer', d.tokenizer,
+         "use 'train' or an HF tokenizer folder or name")
+  _check(d.num_proc == -1 or d.num_proc > 0, 'data.num_proc', d.num_proc,
+         'use -1 (one per CPU) or a positive integer')
   _check(4 <= d.seq_len <= m.max_position_embeddings, 'data.seq_len', d.seq_len,
          f'must be in [4, model.max_position_embeddings={m.max_position_embeddings}]')
   _check(0.0 < d.mlm_probability < 1.0, 'data.mlm_probability',
@@ -156,8 +187,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(0 < d.max_predictions <= d.seq_len, 'data.max_predictions',
          d.max_predictions, f'must be in [1, data.seq_len={d.seq_len}]')
   _check(d.vocab_size >= 100, 'data.vocab_size', d.vocab_size, 'must be >= 100')
-  _check(d.tokenizer_docs > 0, 'data.tokenizer_docs', d.tokenizer_docs,
-         'must be a positive integer')
+  _check(d.tokenizer_docs > 0 or d.tokenizer_docs == -1, 'data.tokenizer_docs',
+         d.tokenizer_docs, 'must be a positive integer or -1 (all)')
   _check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
   for key in ('data', 'fsdp', 'tensor'):
     _check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],

@@ -1,90 +1,97 @@
-"""Tokenizer, packing and dynamic masking for the built-in corpus.
+"""Batches for the train loop: blocks of a corpus, dynamically masked on the host.
 
-All per-example randomness runs in NumPy on the host (DESIGN.md section 6):
-batch `n` of a split is a pure function of (seed, split, n), so the iterator's
-state is the global sample position and resuming needs nothing else.
+The corpora and their packing live in `data_sources`, the tokenizer in
+`tokenizer`. Global sample `p` of a split is block `p` of its source, masked
+with an RNG keyed by (seed, split, p), all in NumPy (DESIGN.md section 6). So
+the global batch at a position is the same whatever the number of processes,
+each process builds only its own rows, and the position is the iterator's
+whole state: resuming there continues with exactly the next batch.
 """
 
 import itertools
-import os
 import queue
 import threading
+import time
 from typing import Iterator
 
+import jax
 import numpy as np
 import tokenizers
-import transformers
 
-from sctd_jax import synthetic
+from sctd_jax import config as config_lib
+from sctd_jax.data_sources import SPLITS
+from sctd_jax.data_sources import make_source
+from sctd_jax.data_sources import SyntheticSource
+from sctd_jax.tokenizer import fit_tokenizer
+from sctd_jax.tokenizer import load_or_fit_tokenizer
+from sctd_jax.tokenizer import special_ids
 
-SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
-SPLITS = {'train': 0, 'validation': 1}
-# Documents per packed block are drawn from a disjoint index range per block.
-_DOCS_PER_BLOCK = 1 << 12
-
-
-def fit_tokenizer(texts, vocab_size: int) -> transformers.PreTrainedTokenizerBase:
-  """A lower-cased BERT WordPiece tokenizer fitted with HF `tokenizers`."""
-  wordpiece = tokenizers.BertWordPieceTokenizer(lowercase=True)
-  wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
-                                special_tokens=list(SPECIAL_TOKENS))
-  return transformers.BertTokenizerFast(tokenizer_object=wordpiece._tokenizer)
+# The names other modules call this module by.
+__all__ = ['Masker', 'SyntheticSource', 'batches', 'fit_tokenizer', 'load_or_fit_tokenizer',
+           'make_batch', 'make_source', 'measure_throughput', 'prefetch', 'special_ids',
+           'unigram_entropy']
 
 
-def load_or_fit_tokenizer(config, workdir: str):
-  """The run's tokenizer: `workdir/tokenizer/` if present, else fitted on the
-  built-in corpus and saved there (so a resumed run reuses it)."""
-  path = os.path.join(workdir, 'tokenizer')
-  if os.path.isdir(path):
-    return transformers.AutoTokenizer.from_pretrained(path)
-  texts = (s.text for i in range(config.data.tokenizer_docs)
-           for s in synthetic.document(config.seed, i))
-  tokenizer = fit_tokenizer(texts, config.data.vocab_size)
-  tokenizer.save_pretrained(path)
-  return tokenizer
-
-
-def special_ids(tokenizer) -> tuple[list[int], list[int]]:
-  """(allow, deny) lists of the importance table, from the tokenizer."""
-  missing = [name for name in ('cls_token', 'sep_token', 'mask_token', 'pad_token')
-             if getattr(tokenizer, name) is None]
-  if missing:
-    raise ValueError(f'The tokenizer has no {", ".join(missing)}; BERT-style '
-                     'pretraining needs [CLS], [SEP], [MASK] and [PAD].')
-  return ([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id],
-          [tokenizer.pad_token_id])
+def continues_word(tokenizer) -> np.ndarray:
+  """continues[id]: token `id` continues a word ('##ing' of WordPiece)."""
+  model = tokenizer.backend_tokenizer.model
+  if not isinstance(model, tokenizers.models.WordPiece):
+    raise config_lib.ConfigError(
+        'config key data.whole_word_masking=True needs a WordPiece tokenizer '
+        f'(word pieces marked by a prefix); this one is {type(model).__name__}.')
+  prefix = model.continuing_subword_prefix
+  pieces = tokenizer.convert_ids_to_tokens(range(len(tokenizer)))
+  return np.array([p.startswith(prefix) for p in pieces])
 
 
 class Masker:
   """BERT's dynamic masking: ~`probability` of the non-special tokens of each
   sequence, at most `max_predictions`, become targets; of those 80% are
-  replaced by [MASK], 10% by a random non-special token, 10% left as is."""
+  replaced by [MASK], 10% by a random non-special token, 10% left as is.
 
-  def __init__(self, tokenizer, probability: float, max_predictions: int):
+  With `whole_word`, whole words are drawn (all their pieces or none), as
+  BERT's whole-word masking; a row then gets up to one word fewer targets
+  than the rate asks, as words are drawn until the next one does not fit."""
+
+  def __init__(self, tokenizer, probability: float, max_predictions: int,
+               whole_word: bool = False):
     self.probability = probability
     self.max_predictions = max_predictions
     self.mask_id = tokenizer.mask_token_id
     self.special = np.asarray(sorted(set(tokenizer.all_special_ids)))
     self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), self.special)
+    self.continues = (continues_word(tokenizer) if whole_word
+                      else np.zeros(len(tokenizer), bool))
 
-  def __call__(self, input_ids: np.ndarray, rng: np.random.Generator) -> dict:
-    batch, num_preds = input_ids.shape[0], self.max_predictions
+  def __call__(self, input_ids: np.ndarray, rngs: list[np.random.Generator]) -> dict:
+    """Masks row i of `input_ids` with `rngs[i]` alone."""
+    (batch, length), num_preds = input_ids.shape, self.max_predictions
+    uniform = np.stack([rng.random(length + 2 * num_preds) for rng in rngs])
+    keys, draw, pick = np.split(uniform, [length, length + num_preds], axis=1)
+    rows = np.arange(batch)[:, None]
+
     maskable = ~np.isin(input_ids, self.special)
-    # Random order of the maskable positions; the first n of each row win.
-    order = np.argsort(np.where(maskable, rng.random(input_ids.shape), 2.0), axis=1)
-    positions = order[:, :num_preds]
+    follows = np.pad(maskable[:, :-1], ((0, 0), (1, 0)))
+    word = np.cumsum(maskable & ~(self.continues[input_ids] & follows), axis=1)
+    # One random key per word; a stable sort by it lists the words in random
+    # order, each word's pieces together.
+    keys = np.where(maskable, keys[rows, np.maximum(word - 1, 0)], 2.0)
+    order = np.argsort(keys, axis=1, kind='stable')
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(length)[None], axis=1)
     n = np.minimum(num_preds, np.maximum(
         1, np.round(maskable.sum(1) * self.probability).astype(np.int64)))
-    n = np.where(maskable.any(1), n, 0)
-    weights = np.arange(num_preds)[None, :] < n[:, None]
-    positions = np.where(weights, positions, 0)
-    rows = np.arange(batch)[:, None]
-    labels = np.where(weights, input_ids[rows, positions], 0)
+    # The targets: the words whose last piece ranks below n.
+    last = np.zeros((batch, length + 1), np.int64)
+    np.maximum.at(last, (np.broadcast_to(rows, word.shape), word), np.where(maskable, rank, 0))
+    count = (maskable & (last[rows, word] < n[:, None])).sum(1)
 
-    draw = rng.random((batch, num_preds))
-    replaced = np.where(draw < 0.8, self.mask_id,
-                        np.where(draw < 0.9, rng.choice(self.random_ids, draw.shape),
-                                 labels))
+    positions = order[:, :num_preds]
+    weights = np.arange(num_preds)[None, :] < count[:, None]
+    positions = np.where(weights, positions, 0)
+    labels = np.where(weights, input_ids[rows, positions], 0)
+    random_ids = self.random_ids[(pick * len(self.random_ids)).astype(np.int64)]
+    replaced = np.where(draw < 0.8, self.mask_id, np.where(draw < 0.9, random_ids, labels))
     masked = input_ids.copy()
     masked[rows, positions] = np.where(weights, replaced, masked[rows, positions])
     return dict(input_ids=masked, mlm_positions=positions.astype(np.int32),
@@ -92,38 +99,10 @@ class Masker:
                 mlm_weights=weights.astype(np.float32))
 
 
-class SyntheticSource:
-  """Packed blocks of the built-in corpus: [CLS] sentences... [SEP] [PAD]...
-
-  Whole sentences from consecutive documents fill each block (no NSP, one
-  segment, as RoBERTa's FULL-SENTENCES); block j is a pure function of
-  (seed, split, j)."""
-
-  def __init__(self, tokenizer, seq_len: int, seed: int, split: str = 'train'):
-    self.tokenizer, self.seq_len = tokenizer, seq_len
-    self.seed = seed + 1_000_003 * SPLITS[split]
-
-  def block(self, index: int) -> np.ndarray:
-    room = self.seq_len - 2
-    tokens: list[int] = []
-    for doc in range(_DOCS_PER_BLOCK):
-      texts = [s.text for s in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc)]
-      for ids in self.tokenizer(texts, add_special_tokens=False)['input_ids']:
-        if len(tokens) + len(ids) > room:
-          return self._frame(tokens)
-        tokens.extend(ids)
-    return self._frame(tokens)
-
-  def _frame(self, tokens: list[int]) -> np.ndarray:
-    t = self.tokenizer
-    row = np.full(self.seq_len, t.pad_token_id, np.int32)
-    row[:len(tokens) + 2] = [t.cls_token_id, *tokens, t.sep_token_id]
-    return row
-
-
-def unigram_entropy(source: SyntheticSource, num_blocks: int = 200) -> float:
-  """Entropy (nats) of the token distribution of the packed corpus: the loss
-  of a model that ignores context; MLM loss below it is learnt from context."""
+def unigram_entropy(source, num_blocks: int = 200) -> float:
+  """Entropy (nats) of the token distribution of the source's first blocks:
+  the loss of a model that ignores context; MLM loss below it is learnt from
+  context."""
   ids = np.concatenate([source.block(i) for i in range(num_blocks)])
   ids = ids[~np.isin(ids, source.tokenizer.all_special_ids)]
   p = np.bincount(ids) / ids.size
@@ -131,25 +110,56 @@ def unigram_entropy(source: SyntheticSource, num_blocks: int = 200) -> float:
   return float(-(p * np.log(p)).sum())
 
 
-def make_batch(source: SyntheticSource, masker: Masker, batch_size: int,
-               position: int, seed: int) -> dict:
-  """The batch of global samples `position ... position + batch_size - 1`."""
-  ids = np.stack([source.block(position + i) for i in range(batch_size)])
-  batch = masker(ids, np.random.default_rng([seed, source.seed, position]))
+def make_batch(source, masker: Masker, samples: range, seed: int) -> dict:
+  """The rows of global samples `samples`."""
+  ids = np.stack([source.block(p) for p in samples])
+  batch = masker(ids, [np.random.default_rng([seed, SPLITS[source.split], p]) for p in samples])
   batch['attention_mask'] = (ids != source.tokenizer.pad_token_id).astype(np.int32)
   batch['token_type_ids'] = np.zeros_like(ids)
   return batch
 
 
-def batches(config, tokenizer, split: str = 'train', position: int = 0) -> Iterator[dict]:
-  """Batches of `split` from global sample `position` on, built ahead in a
-  thread so the accelerator does not wait on the host. The position is the
-  iterator's whole state: resuming there continues with the next batch."""
-  source = SyntheticSource(tokenizer, config.data.seq_len, config.seed, split)
-  masker = Masker(tokenizer, config.data.mlm_probability, config.data.max_predictions)
+def _local_batches(config, tokenizer, split: str, position: int,
+                   process_index: int | None, process_count: int | None) -> Iterator[dict]:
+  """This process's rows of the global batches from `position` on."""
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
   size = config.train.batch_size
-  make = lambda p: make_batch(source, masker, size, p, config.seed)
-  return prefetch(map(make, itertools.count(position, size)), config.data.prefetch)
+  if size % count:
+    raise config_lib.ConfigError(f'config key train.batch_size={size} must divide '
+                                 f'evenly among {count} processes.')
+  local = size // count
+  source = make_source(config, tokenizer, split)
+  masker = Masker(tokenizer, config.data.mlm_probability, config.data.max_predictions,
+                  config.data.whole_word_masking)
+  for start in itertools.count(position + index * local, size):
+    yield make_batch(source, masker, range(start, start + local), config.seed)
+
+
+def batches(config, tokenizer, split: str = 'train', position: int = 0,
+            process_index: int | None = None, process_count: int | None = None
+            ) -> Iterator[dict]:
+  """Batches of `split` from global sample `position` on: this process's rows
+  (train.batch_size / process_count of them, the process_index-th slice of
+  each global batch; both default to JAX's), built ahead in a thread so the
+  accelerator does not wait on the host. The source is opened (and a corpus
+  tokenized, once) before this returns, so its errors surface here."""
+  local = _local_batches(config, tokenizer, split, position, process_index, process_count)
+  first = next(local)
+  return prefetch(itertools.chain([first], local), config.data.prefetch)
+
+
+def measure_throughput(config, tokenizer, num_batches: int = 20, split: str = 'train') -> float:
+  """Tokens (batch_size x seq_len slots) per second the pipeline produces on
+  one process, without a model and without the prefetch thread; the corpus
+  is opened (and tokenized, if not cached) before the clock starts."""
+  local = _local_batches(config, tokenizer, split, 0, 0, 1)
+  next(local)
+  started = time.perf_counter()
+  for _ in range(num_batches):
+    next(local)
+  elapsed = time.perf_counter() - started
+  return num_batches * config.train.batch_size * config.data.seq_len / elapsed
 
 
 def prefetch(iterator: Iterator, size: int) -> Iterator:

@@ -18,6 +18,7 @@ from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
 from sctd_jax import input_pipeline
 from sctd_jax import models
+from sctd_jax import pretrained
 from sctd_jax import reporting
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
@@ -68,6 +69,8 @@ def setup(config, workdir: str):
     state, data_state = restored
     position = data_state['position']
     reporting.truncate_metrics(workdir, int(state.step))
+  elif config.init_from:
+    state = pretrained.warm_start(config, model, tokenizer, state)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, position, checkpointer

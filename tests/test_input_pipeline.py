@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tokenizers
 import transformers
 
 from sctd_jax import input_pipeline
@@ -54,7 +55,7 @@ def test_masking_statistics(tokenizer):
   ids[np.arange(S)[None] >= lengths[:, None]] = tok.pad_token_id
   ids[:, 0] = tok.cls_token_id
   ids[np.arange(B), lengths - 1] = tok.sep_token_id
-  out = masker(ids, rng)
+  out = masker(ids, [np.random.default_rng([1, i]) for i in range(B)])
   w = out['mlm_weights'] > 0
   pos, labels = out['mlm_positions'], out['mlm_ids']
   rows = np.arange(B)[:, None]
@@ -83,9 +84,43 @@ def test_masking_caps_at_max_predictions_and_handles_empty_rows(tokenizer):
   ids = np.full((2, 32), 100, np.int32)
   ids[1] = tok.pad_token_id
   ids[:, 0] = tok.cls_token_id
-  out = masker(ids, np.random.default_rng(0))
+  out = masker(ids, [np.random.default_rng(i) for i in range(2)])
   assert out['mlm_weights'][0].sum() == 5 and out['mlm_weights'][1].sum() == 0
   np.testing.assert_array_equal(out['input_ids'][1], ids[1])
+
+
+def test_whole_word_masking_keeps_word_pieces_together(tokenizer):
+  tok, _ = tokenizer
+  rng = np.random.default_rng(0)
+  texts = [' '.join(s.text for s in synthetic.document(7, i)) for i in range(200)]
+  ids = [x[:62] for x in tok(texts, add_special_tokens=False)['input_ids']]
+  rows = np.stack([np.pad([tok.cls_token_id, *x, tok.sep_token_id], (0, 64 - len(x) - 2),
+                          constant_values=tok.pad_token_id) for x in ids]).astype(np.int32)
+  pieces = np.array([t.startswith('##') for t in tok.convert_ids_to_tokens(range(len(tok)))])
+  assert pieces[rows].mean() > 0.15   # enough split words to test on
+  masker = input_pipeline.Masker(tok, 0.15, max_predictions=20, whole_word=True)
+  out = masker(rows, [np.random.default_rng([rng.integers(1 << 30)]) for _ in rows])
+  target = np.zeros(rows.shape, bool)
+  np.put_along_axis(target, out['mlm_positions'], out['mlm_weights'] > 0, axis=1)
+  maskable = ~np.isin(rows, tok.all_special_ids)
+  for row, t, m in zip(rows, target, maskable):
+    starts = [i for i in range(64) if m[i] and not pieces[row[i]]] + [64]
+    words = [range(a, b) for a, b in zip(starts, starts[1:])]
+    words = [[i for i in w if m[i]] for w in words]
+    assert all(t[w].all() or not t[w].any() for w in words)
+  # Below 15% by less than one word per row.
+  rate = target.sum() / maskable.sum()
+  assert 0.15 - 2.0 * len(rows) / maskable.sum() < rate <= 0.15 + 0.01, rate
+  whole = out['input_ids'][target]
+  assert abs((whole == tok.mask_token_id).mean() - 0.8) < 0.05
+
+
+def test_whole_word_masking_refuses_a_tokenizer_without_word_pieces():
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token='[UNK]'))
+  tok = transformers.PreTrainedTokenizerFast(
+      tokenizer_object=bpe, unk_token='[UNK]', mask_token='[MASK]', pad_token='[PAD]')
+  with pytest.raises(ValueError, match='data.whole_word_masking'):
+    input_pipeline.Masker(tok, 0.15, 5, whole_word=True)
 
 
 def test_batches_resume_at_any_position(tokenizer):

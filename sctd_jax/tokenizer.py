@@ -1,0 +1,117 @@
+"""The run's tokenizer: a WordPiece vocabulary fitted on the corpus, or an HF one.
+
+`data.tokenizer='train'` fits a lower-cased BERT WordPiece vocabulary of
+`data.vocab_size` on the first `data.tokenizer_docs` training documents of
+`data.source`; any other value is an HF tokenizer folder or Hub name. The
+same fitting runs on its own, to prepare a vocabulary once for many runs:
+
+  python -m sctd_jax.tokenizer --source 'files:corpus/*.txt' --out DIR \
+      --vocab_size 30522
+
+and a run then takes `--config.data.tokenizer=DIR`. Special-token ids always
+come from the tokenizer, never from constants.
+"""
+
+import argparse
+import itertools
+import os
+
+from absl import logging
+import tokenizers
+import transformers
+
+from sctd_jax import config as config_lib
+from sctd_jax import data_sources
+
+SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
+
+
+def fit_tokenizer(texts, vocab_size: int) -> transformers.PreTrainedTokenizerBase:
+  """A lower-cased BERT WordPiece tokenizer fitted with HF `tokenizers`."""
+  wordpiece = tokenizers.BertWordPieceTokenizer(lowercase=True)
+  wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
+                                special_tokens=list(SPECIAL_TOKENS))
+  return transformers.BertTokenizerFast(tokenizer_object=wordpiece._tokenizer)  # pylint: disable=protected-access
+
+
+def fit_on_corpus(data, seed: int) -> transformers.PreTrainedTokenizerBase:
+  """Fitted on the first `data.tokenizer_docs` (-1: all) training documents
+  of `data.source`."""
+  texts = data_sources.texts(data, seed)
+  if data.tokenizer_docs == -1 and data.source == 'synthetic':
+    raise config_lib.ConfigError('config key data.tokenizer_docs=-1 (all) cannot be '
+                                 'used with the endless synthetic corpus.')
+  if data.tokenizer_docs != -1:
+    texts = itertools.islice(texts, data.tokenizer_docs)
+  tokenizer = fit_tokenizer(texts, data.vocab_size)
+  logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer), data.source)
+  return tokenizer
+
+
+def load(name_or_path: str, key: str) -> transformers.PreTrainedTokenizerBase:
+  """An HF tokenizer; an error names the config `key` that asked for it."""
+  try:
+    return transformers.AutoTokenizer.from_pretrained(name_or_path)
+  except (OSError, ValueError) as e:
+    raise config_lib.ConfigError(
+        f'config key {key}={name_or_path!r}: no tokenizer could be loaded ({e}).') from e
+
+
+def load_or_fit_tokenizer(config, workdir: str) -> transformers.PreTrainedTokenizerBase:
+  """The run's tokenizer, saved in `workdir/tokenizer/` so a resumed run (and
+  the export) reuses it: that folder if present, else `data.tokenizer`."""
+  path = os.path.join(workdir, 'tokenizer')
+  if os.path.isdir(path):
+    return load(path, 'workdir tokenizer')
+  if config.data.tokenizer == 'train':
+    tokenizer = fit_on_corpus(config.data, config.seed)
+  else:
+    tokenizer = load(config.data.tokenizer, 'data.tokenizer')
+  special_ids(tokenizer)  # Refused before it is saved as the run's.
+  tokenizer.save_pretrained(path)
+  return tokenizer
+
+
+def special_ids(tokenizer) -> tuple[list[int], list[int]]:
+  """(allow, deny) lists of the importance table, from the tokenizer."""
+  missing = [name for name in ('cls_token', 'sep_token', 'mask_token', 'pad_token')
+             if getattr(tokenizer, name) is None]
+  if missing:
+    raise config_lib.ConfigError(
+        f'config key data.tokenizer: the tokenizer has no {", ".join(missing)}; '
+        'BERT-style pretraining needs [CLS], [SEP], [MASK] and [PAD].')
+  return ([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id],
+          [tokenizer.pad_token_id])
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog='python -m sctd_jax.tokenizer',
+      description='Fits the WordPiece vocabulary a run with data.tokenizer=train would.')
+  parser.add_argument('--source', required=True, help='Corpus, as data.source.')
+  parser.add_argument('--out', required=True, help='Folder to save the tokenizer in.')
+  parser.add_argument('--vocab_size', type=int, default=30522)
+  parser.add_argument('--tokenizer_docs', type=int, default=-1,
+                      help='Documents to fit on; -1: all.')
+  parser.add_argument('--text_column', default='text', help='As data.text_column.')
+  parser.add_argument('--validation_fraction', type=float, default=0.0,
+                      help='As data.validation_fraction: the last documents, not fitted on.')
+  parser.add_argument('--streaming', action='store_true', help='As data.streaming.')
+  parser.add_argument('--seed', type=int, default=0, help='Seed of the synthetic corpus.')
+  args = parser.parse_args(argv)
+  data = config_lib.base_config().data
+  data.update(source=args.source, vocab_size=args.vocab_size,
+              tokenizer_docs=args.tokenizer_docs, text_column=args.text_column,
+              validation_fraction=args.validation_fraction, streaming=args.streaming)
+  try:
+    tokenizer = fit_on_corpus(data, args.seed)
+    special_ids(tokenizer)
+  except config_lib.ConfigError as e:
+    raise SystemExit(f'error: {e}') from None
+  tokenizer.save_pretrained(args.out)
+  print(f'Saved a tokenizer of {len(tokenizer)} tokens to {args.out}.')
+
+
+if __name__ == '__main__':
+  logging.set_verbosity(logging.INFO)
+  main()
