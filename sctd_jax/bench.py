@@ -19,6 +19,8 @@ import time
 from absl import app
 from absl import flags
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 from ml_collections import config_flags
 import numpy as np
 
@@ -26,6 +28,7 @@ from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax import models
+from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 
@@ -66,21 +69,30 @@ def random_batch(config, rng: np.random.Generator) -> dict:
               mlm_ids=labels, mlm_weights=np.ones((B, P), np.float32))
 
 
-def time_jax_methods(config, cycles: int) -> dict[str, list[float]]:
-  """Per-cycle mean step time (s) of each method, cycles interleaved."""
+def time_jax_methods(config, cycles: int) -> tuple[dict, dict]:
+  """Per-cycle mean step time (s) of each method, cycles interleaved, and
+  each compiled step's memory per device (XLA's memory analysis)."""
   fi = config.sctd.fi
-  batch = random_batch(config, np.random.default_rng(0))
-  runners = {}
+  mesh = sharding.make_mesh(config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch = sharding.global_batch(random_batch(config, np.random.default_rng(0)),
+                                batch_sharding, config.train.batch_size)
+  runners, memory = {}, {}
   for method in METHODS:
     c = config.copy_and_resolve_references()
     c.method = method
     model = models.BertForMaskedLM(
         models.BertConfig.from_config(c, c.model.vocab_size))
     importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
-    state = step_lib.create_train_state(c, model, importance, jax.random.PRNGKey(0))
-    runners[method] = [step_lib.make_train_step(model, c), state]
+    state, state_sharding = step_lib.create_sharded_train_state(
+        c, model, importance, jax.random.PRNGKey(0), mesh)
+    compiled = step_lib.make_train_step(
+        model, c, (state_sharding, batch_sharding, replicated)).lower(state, batch).compile()
+    memory[method] = device_memory(compiled)
+    runners[method] = [compiled, state]
   times = {m: [] for m in METHODS}
-  for cycle in range(cycles + 1):  # Cycle 0 compiles and warms up.
+  for cycle in range(cycles + 1):  # Cycle 0 warms up.
     for method, runner in runners.items():
       start = time.perf_counter()
       for _ in range(fi):
@@ -88,7 +100,17 @@ def time_jax_methods(config, cycles: int) -> dict[str, list[float]]:
       jax.block_until_ready((runner[1], metrics))
       if cycle:
         times[method].append((time.perf_counter() - start) / fi)
-  return times
+  return times, memory
+
+
+def device_memory(compiled) -> float | None:
+  """Peak bytes per device of a compiled step: arguments + outputs +
+  temporaries, less what donation aliases (None where XLA does not say)."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return None
+  return (m.argument_size_in_bytes + m.output_size_in_bytes
+          + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
 def time_hf_pytorch(config, steps: int) -> list[float] | None:
@@ -161,19 +183,20 @@ def run(config, cycles: int, hf: bool) -> dict:
   config_lib.validate(config)
   tokens = config.train.batch_size * config.data.seq_len
   model_ratios = cost_model.step_ratios(config)
-  jax_times = time_jax_methods(config, cycles)
+  jax_times, memory = time_jax_methods(config, cycles)
   base = statistics.median(jax_times['baseline'])
   rows = []
   for method, times in jax_times.items():
     median = statistics.median(times)
     rows.append(dict(method=method, step_time_s=median, tokens_per_s=tokens / median,
-                     ratio=median / base, cost_model_ratio=model_ratios[method]))
+                     ratio=median / base, cost_model_ratio=model_ratios[method],
+                     memory_per_device_mb=memory[method] and memory[method] / 2**20))
   hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
   if hf_times:
     median = statistics.median(hf_times)
     rows.append(dict(method='hf_pytorch_baseline', step_time_s=median,
                      tokens_per_s=tokens / median, ratio=median / base,
-                     cost_model_ratio=1.0))
+                     cost_model_ratio=1.0, memory_per_device_mb=None))
   m = config.model
   return dict(
       date=time.strftime('%Y-%m-%d'),
@@ -183,7 +206,8 @@ def run(config, cycles: int, hf: bool) -> dict:
                  vocab_size=m.vocab_size, seq_len=config.data.seq_len,
                  batch_size=config.train.batch_size,
                  max_predictions=config.data.max_predictions,
-                 keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi),
+                 keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi,
+                 mesh=list(sharding.mesh_shape(config.mesh, jax.device_count()))),
       rows=rows)
 
 
@@ -195,11 +219,13 @@ def machine() -> str:
 def format_table(result: dict) -> str:
   lines = [f"{result['date']}  {result['machine']}",
            'shape: ' + ', '.join(f'{k}={v}' for k, v in result['shape'].items()),
-           f"{'method':<22}{'step ms':>9}{'tokens/s':>11}{'ratio':>8}{'cost model':>12}"]
+           f"{'method':<22}{'step ms':>9}{'tokens/s':>11}{'ratio':>8}{'cost model':>12}"
+           f"{'MB/device':>11}"]
   for r in result['rows']:
     lines.append(f"{r['method']:<22}{1e3 * r['step_time_s']:>9.1f}"
                  f"{r['tokens_per_s']:>11.0f}{r['ratio']:>8.3f}"
-                 f"{r['cost_model_ratio']:>12.3f}")
+                 f"{r['cost_model_ratio']:>12.3f}"
+                 + (f"{r['memory_per_device_mb']:>11.0f}" if r['memory_per_device_mb'] else ''))
   return '\n'.join(lines)
 
 

@@ -6,6 +6,8 @@ an unknown key fails at flag parsing and a bad value fails in `validate` with
 the key's name.
 """
 
+import os
+
 import ml_collections
 
 METHODS = ('baseline', 'token_drop', 'sctd')
@@ -19,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = 'sctd'
   c.seed = 0
+  c.init_from = ''  # HF BERT folder whose weights start the run (continued pretraining).
 
   c.model = ml_collections.ConfigDict(dict(
       vocab_size=-1,  # -1: the tokenizer's size.
@@ -34,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
       layer_norm_eps=1e-12,
       initializer_range=0.02,
       dtype='float32',  # Compute dtype; parameters stay float32.
+      remat=False,  # Recompute each layer's activations in the backward pass.
   ))
 
   c.token_drop = ml_collections.ConfigDict(dict(
@@ -67,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
       adam_b2=0.999,
       adam_eps=1e-6,
       grad_clip_norm=0.0,  # 0 disables clipping.
+      grad_accum_steps=1,  # Micro-batches per optimizer step.
       log_every=100,
       eval_every=1000,
       eval_batches=4,
@@ -98,7 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
       prefetch=4,
   ))
 
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,
+      init_timeout_s=300,  # jax.distributed: a stalled process fails the job.
+  ))
   return c
 
 
@@ -114,6 +122,9 @@ def _check(ok: bool, key: str, value, want: str):
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   _check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
+  _check(not c.init_from or os.path.isfile(os.path.join(c.init_from, 'config.json')),
+         'init_from', c.init_from, 'must be a Hugging Face BERT folder with a '
+         'config.json, e.g. written by python -m sctd_jax.export')
   m = c.model
   for key in ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
               'max_position_embeddings', 'type_vocab_size'):
@@ -159,6 +170,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
   _check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
          'must be >= 0 (0 disables clipping)')
+  _check(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0,
+         'train.grad_accum_steps', t.grad_accum_steps,
+         f'must be >= 1 and divide train.batch_size={t.batch_size}')
 
   d = c.data
   corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
@@ -193,6 +207,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('data', 'fsdp', 'tensor'):
     _check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
            'use -1 (remaining devices) or a positive integer')
+  _check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
+         'must be a positive number of seconds')
 
 
 def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:

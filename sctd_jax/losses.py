@@ -12,12 +12,17 @@ class MLMLoss(NamedTuple):
   per_token: jax.Array     # [B, P] cross-entropy at every prediction slot.
 
 
-def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> MLMLoss:
-  """Eq. 1 over the weighted prediction slots; a batch with no target gives 0."""
+def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array,
+             num_targets: jax.Array | None = None) -> MLMLoss:
+  """Eq. 1 over the weighted prediction slots, divided by `num_targets` (by
+  default this batch's; a micro-batch passes its whole batch's). A batch with
+  no target gives 0, not NaN."""
   per_token = optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), labels)
   w = weights.astype(jnp.float32)
-  return MLMLoss(jnp.sum(per_token * w) / jnp.maximum(jnp.sum(w), 1.0), per_token)
+  if num_targets is None:
+    num_targets = jnp.sum(w)
+  return MLMLoss(jnp.sum(per_token * w) / jnp.maximum(num_targets, 1.0), per_token)
 
 
 def cls_kl(teacher: jax.Array, student: jax.Array) -> jax.Array:
@@ -38,22 +43,24 @@ class SCTDTerms(NamedTuple):
 
 def sctd_objective(mlm_drop: jax.Array, mlm_full: jax.Array,
                    cls_full: jax.Array, cls_drop: jax.Array,
-                   num_targets: jax.Array, sctd_config) -> SCTDTerms:
+                   num_targets: jax.Array, sctd_config,
+                   num_examples: jax.Array | None = None) -> SCTDTerms:
   """Eq. 4 on a semantic-consistent step:
   L = 1/2 L*_MLM + 1/2 L_MLM + lam (L_SCg + L_SCl).
 
   `cls_full` / `cls_drop` are the per-layer [CLS] states [num_layers, B, d]
   of the full (teacher) and dropped (student) forwards; L_SCg uses the last
   layer (X_l), L_SCl the penultimate (X_{l-1}). The switches remove exactly
-  their term; `kl_normalizer='masked_tokens'` sums the KL over the batch and
-  divides by the number of masked tokens, as the authors' fairseq code does.
+  their term; `kl_normalizer='batch'` averages the KL over the examples
+  (`num_examples`, default this batch's) and `'masked_tokens'` divides its sum
+  by the number of masked tokens, as the authors' fairseq code does.
   """
   if sctd_config.stop_grad_teacher:
     cls_full = jax.lax.stop_gradient(cls_full)
-  if sctd_config.kl_normalizer == 'batch':
-    reduce = jnp.mean
-  else:
-    reduce = lambda kl: jnp.sum(kl) / jnp.maximum(num_targets, 1.0)
+  if num_examples is None:
+    num_examples = cls_full.shape[1]
+  denominator = num_examples if sctd_config.kl_normalizer == 'batch' else num_targets
+  reduce = lambda kl: jnp.sum(kl) / jnp.maximum(denominator, 1.0)
   kl_global = reduce(cls_kl(cls_full[-1], cls_drop[-1]))
   kl_local = reduce(cls_kl(cls_full[-2], cls_drop[-2]))
   loss = 0.5 * mlm_drop

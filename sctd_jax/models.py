@@ -39,6 +39,7 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
+  remat: bool = False
   # Token-dropping layer range, 0-indexed (DESIGN.md section 1).
   first_drop_layer: int = 5
   last_drop_layer: int = 10
@@ -57,7 +58,8 @@ class BertConfig:
         dropout_rate=m.dropout_rate,
         attention_dropout_rate=m.attention_dropout_rate,
         layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-        dtype=jnp.dtype(m.dtype), first_drop_layer=first, last_drop_layer=last)
+        dtype=jnp.dtype(m.dtype), remat=m.remat, first_drop_layer=first,
+        last_drop_layer=last)
 
 
 ACTIVATIONS = {
@@ -186,7 +188,9 @@ class LayerStack(nn.Module):
   cfg: BertConfig
 
   def setup(self):
-    self.layers = [Layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
+    # Remat keeps parameter paths; argument 4 (`deterministic`) is static.
+    layer = nn.remat(Layer, static_argnums=(4,)) if self.cfg.remat else Layer
+    self.layers = [layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
 
   def __call__(self, x, mask, keep_indices, deterministic):
     """Returns the last hidden states [B, S, d] and each layer's [CLS] state
@@ -223,7 +227,7 @@ class Pooler(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return jnp.tanh(_dense(self.cfg, self.cfg.hidden_size, ('embed', 'embed'),
+    return jnp.tanh(_dense(self.cfg, self.cfg.hidden_size, ('embed', 'mlp'),
                            'dense')(x[:, 0]))
 
 
@@ -248,7 +252,7 @@ class Transform(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = _dense(self.cfg, self.cfg.hidden_size, ('embed', 'embed'), 'dense')(x)
+    x = _dense(self.cfg, self.cfg.hidden_size, ('embed', 'mlp'), 'dense')(x)
     return _layer_norm(self.cfg)(ACTIVATIONS[self.cfg.hidden_act](x))
 
 

@@ -53,7 +53,12 @@ class Reporter:
   """Appends rows to `metrics.jsonl`, mirrors them to TensorBoard and the log,
   and drives a progress bar with step, loss, tokens/s and ETA."""
 
-  def __init__(self, workdir: str, first_step: int, num_steps: int):
+  def __init__(self, workdir: str, first_step: int, num_steps: int,
+               enabled: bool = True):
+    # Only process 0 writes; every process checks the (replicated) loss.
+    self.enabled = enabled
+    if not enabled:
+      return
     self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
     self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
     self.num_steps = num_steps
@@ -61,7 +66,8 @@ class Reporter:
                          dynamic_ncols=True, mininterval=1.0)
 
   def advance(self):
-    self.bar.update(1)
+    if self.enabled:
+      self.bar.update(1)
 
   def write(self, row: dict):
     if not math.isfinite(row.get('loss', 0.0)):
@@ -69,6 +75,8 @@ class Reporter:
           f'Non-finite loss {row["loss"]} at step {row["step"]}. Lower '
           'train.learning_rate or set train.grad_clip_norm; the checkpoints in '
           'the workdir are from before this step.')
+    if not self.enabled:
+      return
     self.jsonl.write(json.dumps(row) + '\n')
     self.jsonl.flush()
     for key, value in row.items():
@@ -83,6 +91,8 @@ class Reporter:
                    _hms(remaining))
 
   def close(self):
+    if not self.enabled:
+      return
     self.bar.close()
     self.tb.close()
     self.jsonl.close()

@@ -20,6 +20,7 @@ import optax
 from sctd_jax import config as config_lib
 from sctd_jax import losses
 from sctd_jax import models
+from sctd_jax import sharding
 from sctd_jax import token_drop
 
 # Batch layout produced by the input pipeline; P = data.max_predictions.
@@ -78,14 +79,26 @@ def create_train_state(config, model: models.BertForMaskedLM,
   return state.replace(step=jnp.zeros((), jnp.int32))
 
 
+def create_sharded_train_state(config, model: models.BertForMaskedLM,
+                               importance: jax.Array, rng: jax.Array, mesh):
+  """The train state initialised directly in its layout on `mesh` (no host
+  copy of the full model); returns (state, its shardings)."""
+  create = lambda key: create_train_state(config, model, importance, key)
+  shardings = sharding.state_shardings(model, mesh, jax.eval_shape(create, rng))
+  return jax.jit(create, out_shardings=shardings)(rng), shardings
+
+
 class StepOutput(NamedTuple):
   loss: jax.Array
   metrics: dict
   token_losses: jax.Array   # Dropped branch's per-slot MLM loss, for importance.
 
 
-def _losses(model, config, params, batch, keep_indices, rng, branch: str):
-  """Loss of one branch: 'full' (baseline), 'drop' (L*_MLM) or 'sctd' (Eq. 4)."""
+def _losses(model, config, params, batch, keep_indices, rng, branch: str,
+            num_targets, num_examples):
+  """Loss of one branch: 'full' (baseline), 'drop' (L*_MLM) or 'sctd' (Eq. 4),
+  normalised by the whole optimizer step's target and example counts so that
+  micro-batch losses add up to the full batch's."""
   def forward(indices, key):
     return model.apply(
         {'params': params}, batch['input_ids'], batch['token_type_ids'],
@@ -93,7 +106,8 @@ def _losses(model, config, params, batch, keep_indices, rng, branch: str):
         deterministic=False, rngs={'dropout': key}, method=model.forward)
 
   def mlm(out):
-    return losses.mlm_loss(out.logits, batch['mlm_ids'], batch['mlm_weights'])
+    return losses.mlm_loss(out.logits, batch['mlm_ids'], batch['mlm_weights'],
+                           num_targets)
 
   nan = jnp.full((), jnp.nan, jnp.float32)
   metrics = dict.fromkeys(OPTIONAL_METRICS, nan)
@@ -110,23 +124,44 @@ def _losses(model, config, params, batch, keep_indices, rng, branch: str):
   out_full = forward(None, full_key)
   terms = losses.sctd_objective(
       drop.mean, mlm(out_full).mean, out_full.cls_states, out_drop.cls_states,
-      jnp.sum(batch['mlm_weights']), config.sctd)
+      num_targets, config.sctd, num_examples)
   metrics.update(terms._asdict())
   return StepOutput(terms.loss, metrics, drop.per_token)
 
 
-def make_train_step(model: models.BertForMaskedLM, config):
+def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
-  The state argument is donated: the caller must not reuse it."""
+  `shardings` = (state shardings, batch sharding, replicated) from
+  `sharding.py` places the step on a mesh; the program is the same on every
+  mesh. The state argument is donated: the caller must not reuse it."""
   method, fi = config.method, config.sctd.fi
+  accum = config.train.grad_accum_steps
   schedule = learning_rate_schedule(config.train)
 
-  def grads_of(branch, params, batch, keep_indices, rng):
+  def grads_of(branch, params, batch, keep_indices, rng, counts):
     fn = lambda p: (lambda o: (o.loss, o))(
-        _losses(model, config, p, batch, keep_indices, rng, branch))
+        _losses(model, config, p, batch, keep_indices, rng, branch, *counts))
     (_, out), grads = jax.value_and_grad(fn, has_aux=True)(params)
     return out, grads
+
+  def accumulated(branch, params, batch, keep_indices, rng):
+    """Gradients summed over `accum` micro-batches: each micro-batch loss is
+    normalised by the whole batch's counts, so the sum is the big batch's."""
+    counts = (jnp.sum(batch['mlm_weights']), batch['input_ids'].shape[0])
+    split = lambda x: x.reshape(accum, -1, *x.shape[1:])
+    xs = (jax.tree.map(split, batch),
+          None if keep_indices is None else split(keep_indices), jnp.arange(accum))
+
+    def body(grad_sum, x):
+      micro_batch, kept, i = x
+      out, grads = grads_of(branch, params, micro_batch, kept,
+                            jax.random.fold_in(rng, i), counts)
+      return jax.tree.map(jnp.add, grad_sum, grads), out
+
+    grads, outs = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), xs)
+    return StepOutput(outs.loss.sum(), jax.tree.map(jnp.sum, outs.metrics),
+                      outs.token_losses.reshape(-1, outs.token_losses.shape[-1])), grads
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -138,28 +173,33 @@ def make_train_step(model: models.BertForMaskedLM, config):
       keep_indices = token_drop.select_kept(state.importance,
                                             batch['input_ids'], k, select_key)
     args = (state.params, batch, keep_indices, dropout_key)
+    # The branch is chosen once per optimizer step, for all its micro-batches.
     is_sctd_step = jnp.logical_and(method == 'sctd', state.step % fi == 0)
     if method == 'baseline':
-      out, grads = grads_of('full', *args)
+      out, grads = accumulated('full', *args)
     elif method == 'token_drop':
-      out, grads = grads_of('drop', *args)
+      out, grads = accumulated('drop', *args)
     else:
       out, grads = jax.lax.cond(
           is_sctd_step,
-          functools.partial(grads_of, 'sctd'), functools.partial(grads_of, 'drop'),
-          *args)
+          functools.partial(accumulated, 'sctd'),
+          functools.partial(accumulated, 'drop'), *args)
     importance = state.importance
     if method != 'baseline':
       importance = token_drop.update_importance(
           importance, batch['mlm_ids'], out.token_losses, batch['mlm_weights'],
           config.token_drop.importance_beta)
     metrics = dict(out.metrics, grad_norm=optax.tree.norm(grads),
-                   learning_rate=schedule(state.step),
-                   sctd_step=is_sctd_step)
+                   learning_rate=schedule(state.step), sctd_step=is_sctd_step)
     new_state = state.apply_gradients(grads=grads).replace(importance=importance)
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  if shardings is None:
+    return jax.jit(train_step, donate_argnums=0)
+  state_sharding, batch_sharding, replicated = shardings
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, replicated))
 
 
 def make_eval_step(model: models.BertForMaskedLM, config):

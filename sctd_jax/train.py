@@ -12,6 +12,9 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 from sctd_jax import checkpointing
@@ -21,6 +24,7 @@ from sctd_jax import models
 from sctd_jax import pretrained
 from sctd_jax import reporting
 from sctd_jax import step as step_lib
+from sctd_jax import sharding
 from sctd_jax import token_drop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,13 +50,25 @@ def resolve_vocab_size(config, tokenizer) -> int:
   return config.model.vocab_size
 
 
-def setup(config, workdir: str):
-  """Tokenizer, model, and the train state: fresh, or restored from the newest
-  readable checkpoint. Returns (tokenizer, model, state, data position,
-  checkpointer); writes workdir/config.json once the config is known to fit."""
+def shared_tokenizer(config, workdir: str):
+  """Process 0 loads or fits the tokenizer and saves it in the workdir (a
+  filesystem all processes share); the others then load that one."""
+  if jax.process_index() == 0:
+    tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
+  multihost_utils.sync_global_devices('tokenizer saved')
+  if jax.process_index() != 0:
+    tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
+  return tokenizer
+
+
+def setup(config, workdir: str, mesh):
+  """Tokenizer, model, and the train state laid out on `mesh`: fresh, or
+  restored from the newest readable checkpoint. Returns (tokenizer, model,
+  state, state shardings, data position, checkpointer); process 0 writes
+  workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
+  tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
     config.model.vocab_size = vocab_size
@@ -60,20 +76,21 @@ def setup(config, workdir: str):
   allow, deny = input_pipeline.special_ids(tokenizer)
   importance = token_drop.init_importance(vocab_size, allow, deny,
                                           config.token_drop.importance_init)
-  state = step_lib.create_train_state(config, model, importance,
-                                      jax.random.PRNGKey(config.seed))
+  state, state_sharding = step_lib.create_sharded_train_state(
+      config, model, importance, jax.random.PRNGKey(config.seed), mesh)
   checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
   position = 0
   if restored is not None:
     state, data_state = restored
     position = data_state['position']
-    reporting.truncate_metrics(workdir, int(state.step))
   elif config.init_from:
     state = pretrained.warm_start(config, model, tokenizer, state)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
-  return tokenizer, model, state, position, checkpointer
+  if jax.process_index() == 0:
+    reporting.truncate_metrics(workdir, int(state.step))
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2, sort_keys=True))
+  return tokenizer, model, state, state_sharding, position, checkpointer
 
 
 def evaluate(eval_step, state, batches, method: str) -> dict:
@@ -90,7 +107,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
   jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
-  tokenizer, model, state, position, checkpointer = setup(config, workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  tokenizer, model, state, state_sharding, position, checkpointer = setup(
+      config, workdir, mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  to_global = lambda b: sharding.global_batch(b, batch_sharding, config.train.batch_size)
   t = config.train
   first_step = int(state.step)
   logging.info('%s: %s parameters, method %s, %s at step %d', workdir,
@@ -102,19 +123,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    tokenizer, config.data.seq_len, config.seed, 'validation')))
   eval_step = step_lib.make_eval_step(model, config)
   val = input_pipeline.batches(config, tokenizer, 'validation')
-  eval_batches = [next(val) for _ in range(t.eval_batches)]
+  eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
   train_batches = input_pipeline.batches(config, tokenizer, 'train', position)
 
-  batch = next(train_batches)
+  batch = to_global(next(train_batches))
   started = time.perf_counter()
   # Compiled ahead of time: a batch of another shape fails loudly instead of
   # silently recompiling.
-  train_step = step_lib.make_train_step(model, config).lower(state, batch).compile()
+  train_step = step_lib.make_train_step(
+      model, config, (state_sharding, batch_sharding, NamedSharding(mesh, P()))
+  ).lower(state, batch).compile()
   logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
 
   shape = checkpointing.model_shape(config)
   stop = checkpointing.StopRequest()
-  reporter = reporting.Reporter(workdir, first_step, t.num_steps)
+  reporter = reporting.Reporter(workdir, first_step, t.num_steps,
+                                enabled=jax.process_index() == 0)
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
   try:
@@ -144,7 +168,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         checkpointer.directory, done)
         break
       if done < t.num_steps:
-        batch = next(train_batches)
+        batch = to_global(next(train_batches))
   finally:
     checkpointer.wait()
     checkpointer.close()
@@ -168,6 +192,7 @@ def main(argv):
   config = _CONFIG.value
   try:
     config_lib.validate(config)
+    sharding.maybe_initialize_distributed(config.mesh.init_timeout_s)
     train_and_evaluate(config, _WORKDIR.value)
   except (config_lib.ConfigError, checkpointing.CheckpointMismatch) as e:
     raise SystemExit(f'error: {e}') from None

@@ -97,3 +97,49 @@ def test_training_lowers_the_mlm_loss_on_a_fixed_batch():
     state, metrics = train_step(state, batch)
     losses.append(float(metrics['mlm_drop']))
   assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize('method', ['sctd', 'baseline'])
+def test_grad_accumulation_equals_one_big_batch(method):
+  """4 micro-batches of 2 = one batch of 8, on an SCTD step and a dropping
+  step (the branch is chosen per optimizer step, not per micro-batch)."""
+  common = {'method': method, 'sctd.fi': 2, 'train.batch_size': 8,
+            'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0}
+  results = []
+  for accum in (1, 4):
+    config = tiny_config(**common, **{'train.grad_accum_steps': accum})
+    model, state = _state(config)
+    train_step = step_lib.make_train_step(model, config)
+    batch = random_batch(config, seed=11)
+    batch['mlm_weights'][0, 2:] = 0   # uneven targets per micro-batch
+    rows = []
+    for _ in range(2):
+      state, metrics = train_step(state, batch)
+      rows.append(jax.device_get(metrics))
+    results.append((rows, state))
+  (rows1, state1), (rows4, state4) = results
+  for m1, m4 in zip(rows1, rows4):
+    assert m1['sctd_step'] == m4['sctd_step']
+    for key in ('loss', 'mlm_drop', 'mlm_full', 'kl_global', 'kl_local', 'grad_norm'):
+      np.testing.assert_allclose(m4[key], m1[key], rtol=2e-5, atol=1e-6, err_msg=key)
+  assert rows1[0]['sctd_step'] == (method == 'sctd')
+  for a, b in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state4.params)):
+    np.testing.assert_allclose(b, a, atol=2e-6)
+  np.testing.assert_allclose(state4.importance, state1.importance, rtol=1e-6)
+
+
+def test_remat_keeps_parameter_paths_and_values():
+  config = tiny_config()
+  remat_config = tiny_config(**{'model.remat': True})
+  params = step_lib.init_params(make_model(config), jax.random.PRNGKey(0))
+  remat_model = make_model(remat_config)
+  remat_params = step_lib.init_params(remat_model, jax.random.PRNGKey(0))
+  assert jax.tree.structure(params) == jax.tree.structure(remat_params)
+  batch = random_batch(config)
+  def loss(model, p):
+    return model.apply({'params': p}, batch['input_ids'], batch['token_type_ids'],
+                       batch['attention_mask']).sum()
+  g, g_remat = jax.grad(lambda p: loss(make_model(config), p))(params), \
+      jax.grad(lambda p: loss(remat_model, p))(params)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

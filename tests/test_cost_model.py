@@ -1,0 +1,31 @@
+"""The cost model against DESIGN.md section 2's figures and a hand count."""
+
+import pytest
+
+from sctd_jax import config as config_lib
+from sctd_jax import cost_model
+
+
+def test_bert_base_ratios_match_design():
+  c = config_lib.base_config()
+  c.model.vocab_size = 30522
+  ratios = cost_model.step_ratios(c)
+  assert ratios['token_drop'] == pytest.approx(0.755, abs=0.002)
+  assert ratios['sctd'] == pytest.approx(0.855, abs=0.002)
+
+
+def test_hand_count_for_a_small_model():
+  c = config_lib.base_config()
+  c.model.update(vocab_size=100, hidden_size=4, num_layers=4, intermediate_size=8)
+  c.data.update(seq_len=10, max_predictions=2)
+  c.sctd.fi = 5
+  d, I, S, k, V, P = 4, 8, 10, 5, 100, 2
+  full_layer = S * (8 * d * d + 4 * d * I + 4 * S * d)
+  cross = k * (4 * d * d + 4 * d * I + 4 * S * d) + S * 4 * d * d
+  kept = k * (8 * d * d + 4 * d * I + 4 * k * d)
+  head = P * (2 * d * d + 2 * d * V)
+  full = 4 * full_layer + head
+  drop = 2 * full_layer + cross + kept + head   # full 0, cross 1, kept 2, full 3
+  ratios = cost_model.step_ratios(c)
+  assert ratios['token_drop'] == pytest.approx(drop / full)
+  assert ratios['sctd'] == pytest.approx((5 * drop + full) / 5 / full)
