@@ -59,11 +59,14 @@ def load(name_or_path: str, key: str) -> transformers.PreTrainedTokenizerBase:
 
 def load_or_fit_tokenizer(config, workdir: str) -> transformers.PreTrainedTokenizerBase:
   """The run's tokenizer, saved in `workdir/tokenizer/` so a resumed run (and
-  the export) reuses it: that folder if present, else `data.tokenizer`."""
+  the export) reuses it: that folder if present, else the `init_from`
+  model's (its weights need its vocabulary), else `data.tokenizer`."""
   path = os.path.join(workdir, 'tokenizer')
   if os.path.isdir(path):
     return load(path, 'workdir tokenizer')
-  if config.data.tokenizer == 'train':
+  if config.init_from:
+    tokenizer = load(config.init_from, 'init_from')
+  elif config.data.tokenizer == 'train':
     tokenizer = fit_on_corpus(config.data, config.seed)
   else:
     tokenizer = load(config.data.tokenizer, 'data.tokenizer')
