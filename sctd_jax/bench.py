@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 from absl import app
@@ -27,32 +28,26 @@ import numpy as np
 from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
+from sctd_jax import input_pipeline
 from sctd_jax import models
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file giving the shape (default: default_config(); '
+    'config', None, 'Config file giving the shape (default: config.bench_config(); '
     'configs/bench.py is the same and takes --config.KEY overrides).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
 _CYCLES = flags.DEFINE_integer('cycles', 5, 'Timed cycles of Fi steps per method.')
 _HF = flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
+_DATA = flags.DEFINE_bool(
+    'data', False, "Instead of step times, the input pipeline's tokens/s alone "
+    '(the config\'s data.source and tokenizer), one process, no model.')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Instead of step times, time saving and restoring an '
     'Orbax checkpoint of the train state of this shape in this scratch directory.')
 
 METHODS = ('baseline', 'token_drop', 'sctd')
-
-
-def default_config():
-  """12 layers, hidden 256, 4 heads, seq 128, batch 16, BERT's vocabulary."""
-  c = config_lib.base_config()
-  c.model.update(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4,
-                 intermediate_size=1024)
-  c.train.update(batch_size=16)
-  c.data.update(seq_len=128, max_predictions=20)
-  return c
 
 
 def random_batch(config, rng: np.random.Generator) -> dict:
@@ -232,10 +227,18 @@ def format_table(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value or default_config()
+  config = _CONFIG.value or config_lib.bench_config()
   if config.model.vocab_size == -1:
     config.model.vocab_size = 30522  # BERT's uncased vocabulary.
-  if _CHECKPOINT.value:
+  if _DATA.value:
+    with tempfile.TemporaryDirectory() as scratch:
+      tokenizer = input_pipeline.load_or_fit_tokenizer(config, scratch)
+      rate = input_pipeline.measure_throughput(config, tokenizer, num_batches=20)
+    print(json.dumps(dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
+                          source=config.data.source, seq_len=config.data.seq_len,
+                          batch_size=config.train.batch_size,
+                          pipeline_tokens_per_s=rate), indent=2))
+  elif _CHECKPOINT.value:
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
                   checkpoint=time_checkpoint(config, _CHECKPOINT.value))
     print(json.dumps(result, indent=2))

@@ -110,6 +110,17 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def bench_config() -> ml_collections.ConfigDict:
+  """The benchmark's shape: 12 layers, hidden 256, 4 heads, seq 128, batch 16,
+  BERT's 30522-token vocabulary."""
+  c = base_config()
+  c.model.update(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4,
+                 intermediate_size=1024)
+  c.train.update(batch_size=16)
+  c.data.update(seq_len=128, max_predictions=20)
+  return c
+
+
 class ConfigError(ValueError):
   """A config value that cannot run; the message names the key."""
 

@@ -119,8 +119,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                config.method, 'resuming' if first_step else 'starting', first_step)
   logging.info('Unigram entropy of the validation tokens: %.3f nats (a model '
                'that ignores context scores this MLM loss).',
-               input_pipeline.unigram_entropy(input_pipeline.SyntheticSource(
-                   tokenizer, config.data.seq_len, config.seed, 'validation')))
+               input_pipeline.unigram_entropy(
+                   input_pipeline.make_source(config, tokenizer, 'validation')))
   eval_step = step_lib.make_eval_step(model, config)
   val = input_pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
