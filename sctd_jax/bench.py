@@ -38,7 +38,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file giving the shape (default: config.bench_config(); '
     'configs/bench.py is the same and takes --config.KEY overrides).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
-_CYCLES = flags.DEFINE_integer('cycles', 5, 'Timed cycles of Fi steps per method.')
+_CYCLES = flags.DEFINE_integer(
+    'cycles', 5, 'Timed cycles of Fi steps per method; 0 compiles only and '
+    'reports memory per device.')
 _HF = flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
 _DATA = flags.DEFINE_bool(
     'data', False, "Instead of step times, the input pipeline's tokens/s alone "
@@ -87,7 +89,7 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict]:
     memory[method] = device_memory(compiled)
     runners[method] = [compiled, state]
   times = {m: [] for m in METHODS}
-  for cycle in range(cycles + 1):  # Cycle 0 warms up.
+  for cycle in range(cycles + 1 if cycles else 0):  # Cycle 0 warms up.
     for method, runner in runners.items():
       start = time.perf_counter()
       for _ in range(fi):
@@ -179,13 +181,17 @@ def run(config, cycles: int, hf: bool) -> dict:
   tokens = config.train.batch_size * config.data.seq_len
   model_ratios = cost_model.step_ratios(config)
   jax_times, memory = time_jax_methods(config, cycles)
+  mb = {m: v and v / 2**20 for m, v in memory.items()}
+  if not cycles:  # Memory only: compiled, not timed.
+    return dict(date=time.strftime('%Y-%m-%d'), machine=machine(), mesh=list(
+        sharding.mesh_shape(config.mesh, jax.device_count())), memory_per_device_mb=mb)
   base = statistics.median(jax_times['baseline'])
   rows = []
   for method, times in jax_times.items():
     median = statistics.median(times)
     rows.append(dict(method=method, step_time_s=median, tokens_per_s=tokens / median,
                      ratio=median / base, cost_model_ratio=model_ratios[method],
-                     memory_per_device_mb=memory[method] and memory[method] / 2**20))
+                     memory_per_device_mb=mb[method]))
   hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
   if hf_times:
     median = statistics.median(hf_times)
@@ -244,7 +250,7 @@ def main(argv):
     print(json.dumps(result, indent=2))
   else:
     result = run(config, _CYCLES.value, _HF.value)
-    print(format_table(result))
+    print(format_table(result) if _CYCLES.value else json.dumps(result, indent=2))
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(result, f, indent=2)

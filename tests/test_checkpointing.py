@@ -18,7 +18,7 @@ STEPS = 200
 ARGS = [*SMALL, f'--config.train.num_steps={STEPS}', '--config.train.log_every=1',
         '--config.train.checkpoint_every=50', '--config.train.keep_checkpoints=3',
         '--config.train.eval_every=1000', '--config.train.warmup_steps=10',
-        '--config.sctd.fi=4']
+        '--config.sctd.fi=4', '--config.model.dropout_rate=0.1']  # RNG must resume too
 
 
 def _command(workdir, *extra):
