@@ -14,13 +14,13 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import safetensors.numpy
 
 from sctd_jax import checkpointing
 from sctd_jax import hf_format
 from sctd_jax import models
 from sctd_jax import pretrained
+from sctd_jax import reporting
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to export.')
 _OUT = flags.DEFINE_string('out', None, 'Folder to write the HF model into.')
@@ -65,7 +65,7 @@ def export(workdir: str, out: str, step: int | None = None) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads.
+  reporting.quiet_library_logs()
   started = time.perf_counter()
   try:
     step = export(_WORKDIR.value, _OUT.value, _STEP.value)

@@ -1,6 +1,7 @@
 """What a run tells its user: metrics.jsonl, TensorBoard, log lines, progress bar."""
 
 import json
+import logging as pylogging
 import math
 import os
 
@@ -47,6 +48,19 @@ def truncate_metrics(workdir: str, step: int) -> None:
                  step, len(lines) - len(keep))
     with open(path, 'w') as f:
       f.writelines(keep)
+
+
+class _LibraryInfoFilter(pylogging.Filter):
+  """Keeps Orbax's and JAX's per-file INFO chatter out of our log."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or not any(
+        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
+
+
+def quiet_library_logs() -> None:
+  """For the CLIs' main(): our INFO lines stay, the libraries' go."""
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 class Reporter:

@@ -4,7 +4,6 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 `--config.method=token_drop --config.train.num_steps=100`.
 """
 
-import logging as pylogging
 import os
 import time
 
@@ -177,16 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return row
 
 
-class _LibraryInfoFilter(pylogging.Filter):
-  """Keeps Orbax's and JAX's per-save INFO chatter out of the run's log."""
-
-  def filter(self, record):
-    return record.levelno >= pylogging.WARNING or not any(
-        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
-
-
 def main(argv):
-  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+  reporting.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value

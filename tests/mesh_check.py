@@ -8,7 +8,6 @@ import sys
 
 import jax
 import ml_collections
-import numpy as np
 
 from sctd_jax import sharding
 from sctd_jax import step

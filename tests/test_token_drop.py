@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import models
