@@ -22,6 +22,8 @@ setup(
         'tensorboardX>=2.6',
         'tqdm>=4.66',
         'matplotlib>=3.8',
+        'scikit-learn>=1.3',  # Linear probes (sctd_jax.probe).
+        'scipy>=1.10',
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; unpinned torch pulls a CUDA build.

@@ -194,7 +194,9 @@ class LayerStack(nn.Module):
 
   def __call__(self, x, mask, keep_indices, deterministic):
     """Returns the last hidden states [B, S, d] and each layer's [CLS] state
-    [num_layers, B, d] (the kept set always holds [CLS] at index 0)."""
+    [num_layers, B, d] (the kept set always holds [CLS] at index 0). Each
+    layer's output is also sown as `intermediates/.../hidden_states`, read by
+    probing with `mutable='intermediates'` and free otherwise."""
     cfg = self.cfg
     first, last = cfg.first_drop_layer, cfg.last_drop_layer
     cls_states = []
@@ -209,6 +211,7 @@ class LayerStack(nn.Module):
         x = layer(x, x, kept_mask, deterministic)
       if keep_indices is not None and i == last:
         x = token_drop.scatter(full_x, keep_indices, x)
+      self.sow('intermediates', 'hidden_states', x)
       cls_states.append(x[:, 0])
     return x, jnp.stack(cls_states)
 
@@ -276,6 +279,15 @@ class MLMHead(nn.Module):
     return PredictionHead(self.cfg, name='predictions')(x, embeddings)
 
 
+def _default_inputs(input_ids, token_type_ids, attention_mask):
+  """Segment 0 and no padding where not given."""
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  return token_type_ids, attention_mask
+
+
 class MLMOutput(NamedTuple):
   logits: jax.Array       # [B, P, V] at `mlm_positions`, or [B, S, V].
   cls_states: jax.Array   # [num_layers, B, d], each layer's [CLS] output.
@@ -296,10 +308,8 @@ class BertForMaskedLM(nn.Module):
     """MLM logits at `mlm_positions` ([B, P], static P) or at every position.
 
     `keep_indices` ([B, k], ascending) selects the token-dropping forward."""
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
+    token_type_ids, attention_mask = _default_inputs(input_ids, token_type_ids,
+                                                     attention_mask)
     x, cls_states, _ = self.bert(input_ids, token_type_ids, attention_mask,
                                  keep_indices, deterministic)
     if mlm_positions is not None:
@@ -307,5 +317,29 @@ class BertForMaskedLM(nn.Module):
     logits = self.cls(x, self.bert.embeddings.word_embeddings)
     return MLMOutput(logits, cls_states)
 
+  def encode(self, input_ids, token_type_ids=None, attention_mask=None,
+             keep_indices=None, deterministic=True):
+    """The last layer's hidden states [B, S, d], full or token-dropping path."""
+    token_type_ids, attention_mask = _default_inputs(input_ids, token_type_ids,
+                                                     attention_mask)
+    return self.bert(input_ids, token_type_ids, attention_mask, keep_indices,
+                     deterministic)[0]
+
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None):
     return self.forward(input_ids, token_type_ids, attention_mask).logits
+
+
+class BertForSequenceClassification(nn.Module):
+  """HF's `BertForSequenceClassification`: the pooled [CLS] state, dropout,
+  and a linear classifier; `num_labels=1` is regression (STS-B). Its `bert`
+  subtree is the one `BertForMaskedLM` pretrains."""
+  cfg: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, deterministic=True):
+    _, _, pooled = BertModel(self.cfg, name='bert')(
+        input_ids, token_type_ids, attention_mask, None, deterministic)
+    pooled = nn.Dropout(self.cfg.dropout_rate)(pooled, deterministic=deterministic)
+    logits = _dense(self.cfg, self.num_labels, ('embed', None), 'classifier')(pooled)
+    return logits.astype(jnp.float32)
