@@ -1,0 +1,254 @@
+"""Layer-wise linear probing: paper section 2.2 (Figure 4) and section 4.4 (Figure 8).
+
+  python -m sctd_jax.probe --init RUN [--init RUN2 ...] --out DIR \
+      [--data past_present.txt ...] [--pooling mean|cls] [--max_length 64]
+
+Each init (a training workdir or an HF BERT folder) encodes every sentence on
+the full path, which the paper probes for token-dropping models too. Each
+layer's pooled sentence vectors train a logistic regression (SentEval's
+protocol: standardised features, C chosen on the dev split) whose test
+accuracy is that layer's score.
+
+Tasks: Tense (3 classes) and SubjNum (2) of Figure 4 on the synthetic
+grammar's sentences, or SentEval probing files (`--data`, lines
+`split<TAB>label<TAB>sentence`, split tr/va/te, as `past_present.txt` and
+`subj_number.txt`), each task named by its file's stem.
+
+Writes DIR/probe.json, {task: {"1": accuracy, ..., "L": accuracy}} with
+layers numbered from 1 as in the figures, and DIR/probe.png; with several
+inits, DIR/<name>/probe.json for each and one DIR/probe.png comparing them.
+"""
+
+import functools
+import json
+import os
+from typing import NamedTuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+import tqdm
+
+from sctd_jax import checkpointing
+from sctd_jax import pretrained
+from sctd_jax import reporting
+from sctd_jax import representations
+from sctd_jax import synthetic
+from sctd_jax.hf_format import FormatError
+
+SPLITS = ('tr', 'va', 'te')  # SentEval's train, dev and test.
+# Disjoint seeds, so the splits are independent draws of the grammar.
+SYNTHETIC_SPLITS = {'tr': (1001, 3000), 'va': (1002, 500), 'te': (1003, 1000)}
+SYNTHETIC_TASKS = {'tense': 'tense', 'subj_num': 'subject_number'}
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+BATCH_SIZE = 128
+
+
+class ProbeError(ValueError):
+  """Probing data or flags that cannot be used; the message names them."""
+
+
+class Split(NamedTuple):
+  texts: list[str]
+  labels: list[str]
+
+
+def synthetic_tasks() -> dict[str, dict[str, Split]]:
+  """Tense and SubjNum (Figure 4) of sentences from the synthetic grammar."""
+  sentences = {split: synthetic.labelled_sentences(seed, count)
+               for split, (seed, count) in SYNTHETIC_SPLITS.items()}
+  return {task: {split: Split([s.text for s in xs], [getattr(s, field) for s in xs])
+                 for split, xs in sentences.items()}
+          for task, field in SYNTHETIC_TASKS.items()}
+
+
+def read_senteval(path: str) -> dict[str, Split]:
+  """The tr/va/te splits of a SentEval probing file."""
+  if not os.path.isfile(path):
+    raise ProbeError(f'{path}: no such file.')
+  splits = {split: Split([], []) for split in SPLITS}
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      fields = line.rstrip('\r\n').split('\t', 2)
+      if len(fields) != 3 or fields[0] not in splits or not fields[1] or not fields[2].strip():
+        raise ProbeError(f'{path} line {number}: expected split<TAB>label<TAB>sentence '
+                         f'with split one of {"/".join(SPLITS)}, got {line[:80]!r}.')
+      splits[fields[0]].texts.append(fields[2])
+      splits[fields[0]].labels.append(fields[1])
+  missing = [split for split in SPLITS if not splits[split].texts]
+  if len(missing) == len(SPLITS):
+    raise ProbeError(f'{path}: no lines; expected split<TAB>label<TAB>sentence.')
+  if missing:
+    raise ProbeError(f'{path}: no sentences in split {", ".join(missing)}; a probing '
+                     f'file needs all of {"/".join(SPLITS)}.')
+  if len(set(splits['tr'].labels)) < 2:
+    raise ProbeError(f'{path}: split tr has one label only; a probe needs two or more.')
+  return splits
+
+
+def load_tasks(paths: list[str] | None) -> dict[str, dict[str, Split]]:
+  """The SentEval files at `paths` by file stem, or the built-in tasks."""
+  if not paths:
+    return synthetic_tasks()
+  names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  if len(set(names)) < len(names):
+    raise ProbeError(f'--data files must have distinct names (their tasks): {paths}.')
+  return {name: read_senteval(path) for name, path in zip(names, paths)}
+
+
+def run_names(paths: list[str]) -> list[str]:
+  """The basenames of `paths`, with -2, -3, ... on repeats."""
+  names = []
+  for path in paths:
+    base = os.path.basename(os.path.normpath(path))
+    name, n = base, 1
+    while name in names:
+      n += 1
+      name = f'{base}-{n}'
+    names.append(name)
+  return names
+
+
+def encode(model, params, tokenizer, texts: list[str], pooling: str,
+           max_length: int) -> np.ndarray:
+  """[num_layers, N, d] sentence vectors of `texts` on the full path. Every
+  batch is padded to BATCH_SIZE rows, so the encoder compiles once."""
+  if max_length > model.cfg.max_position_embeddings:
+    raise ProbeError(f'--max_length={max_length} exceeds the model\'s '
+                     f'{model.cfg.max_position_embeddings} positions.')
+  encoder = jax.jit(functools.partial(representations.layer_vectors, model,
+                                      pooling=pooling))
+  tokens = tokenizer(texts, padding='max_length', truncation=True,
+                     max_length=max_length, return_tensors='np')
+  pad = -len(texts) % BATCH_SIZE
+  arrays = [np.pad(tokens[key], ((0, pad), (0, 0)))
+            for key in ('input_ids', 'token_type_ids', 'attention_mask')]
+  vectors = [np.asarray(encoder(params, *(a[i:i + BATCH_SIZE] for a in arrays)))
+             for i in range(0, len(texts) + pad, BATCH_SIZE)]
+  return np.concatenate(vectors, axis=1)[:, :len(texts)]
+
+
+def probe_layer(features: dict[str, np.ndarray], labels: dict[str, list[str]]) -> float:
+  """Test accuracy of a logistic regression on standardised features, with
+  the C of best dev accuracy."""
+  scaler = StandardScaler().fit(features['tr'])
+  tr, va, te = (scaler.transform(features[split]) for split in SPLITS)
+  # Each C starts from the previous (smaller) C's solution: fewer iterations.
+  fit = LogisticRegression(max_iter=1000, warm_start=True)
+  best_dev, test = -1.0, 0.0
+  for c in C_GRID:
+    fit.set_params(C=c).fit(tr, labels['tr'])
+    dev = fit.score(va, labels['va'])
+    if dev > best_dev:
+      best_dev, test = dev, fit.score(te, labels['te'])
+  return float(test)
+
+
+def probe(model, params, tokenizer, tasks: dict[str, dict[str, Split]],
+          pooling: str = 'mean', max_length: int = 64) -> dict[str, dict[str, float]]:
+  """{task: {layer (from "1"): test accuracy}}."""
+  # Tasks may share sentences (the built-in ones do): each is encoded once.
+  texts = list(dict.fromkeys(t for task in tasks.values() for s in task.values()
+                             for t in s.texts))
+  vectors = encode(model, params, tokenizer, texts, pooling, max_length)
+  row = {text: i for i, text in enumerate(texts)}
+  num_layers = vectors.shape[0]
+  results = {}
+  with tqdm.tqdm(total=len(tasks) * num_layers, unit='probe', dynamic_ncols=True) as bar:
+    for name, task in tasks.items():
+      index = {split: [row[t] for t in s.texts] for split, s in task.items()}
+      labels = {split: s.labels for split, s in task.items()}
+      results[name] = {}
+      for layer in range(num_layers):
+        bar.set_description(f'{name} layer {layer + 1}')
+        features = {split: vectors[layer, i] for split, i in index.items()}
+        results[name][str(layer + 1)] = probe_layer(features, labels)
+        bar.update()
+  return results
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+  """Accuracies as a text table: a row per task, a column per layer."""
+  layers = list(next(iter(result.values())))
+  width = max(len(task) for task in result)
+  lines = [' '.join([f'{"layer":<{width}}', *(f'{l:>6}' for l in layers)])]
+  lines += [' '.join([f'{task:<{width}}', *(f'{acc[l]:6.3f}' for l in layers)])
+            for task, acc in result.items()]
+  return '\n'.join(lines)
+
+
+def plot(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
+  """A panel per task with a curve per run: accuracy over layers (Figures 4, 8)."""
+  tasks = list(dict.fromkeys(task for result in results.values() for task in result))
+  fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    for name, result in results.items():
+      if task in result:
+        layers = sorted(result[task], key=int)
+        ax.plot([int(l) for l in layers], [result[task][l] for l in layers],
+                marker='o', label=name)
+    ax.set(title=task, xlabel='layer', ylabel='probe test accuracy')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_json(result: dict, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+
+
+def define_flags() -> None:
+  """Defined when run as a CLI only: `report` imports this module and has
+  its own --out."""
+  flags.DEFINE_multi_string(
+      'init', None, 'Training workdir or HF BERT folder to probe; repeat to compare runs.')
+  flags.DEFINE_string('out', None, 'Directory for probe.json and probe.png.')
+  flags.DEFINE_multi_string(
+      'data', None, 'SentEval probing file (split<TAB>label<TAB>sentence); repeat '
+      'for more tasks. Default: the built-in tense and subj_num tasks.')
+  flags.DEFINE_enum('pooling', 'mean', representations.POOLINGS,
+                    'Sentence vector of a layer: mean over tokens or [CLS].')
+  flags.DEFINE_integer('max_length', 64, 'Tokens per sentence (padded, truncated).')
+  flags.mark_flags_as_required(['init', 'out'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
+  args = flags.FLAGS
+  inits, out = args.init, args.out
+  results = {}
+  try:
+    tasks = load_tasks(args.data)
+    for name, path in zip(run_names(inits), inits):
+      model, params, tokenizer = pretrained.load_pretrained(path)
+      results[name] = probe(model, params, tokenizer, tasks, args.pooling,
+                            args.max_length)
+      logging.info('Probe test accuracy of %s:\n%s', path, format_table(results[name]))
+      # Written as soon as known, so a later init's failure keeps this one.
+      folder = os.path.join(out, name) if len(inits) > 1 else out
+      write_json(results[name], os.path.join(folder, 'probe.json'))
+  except (ProbeError, FormatError, checkpointing.CheckpointMismatch) as e:
+    raise SystemExit(f'error: {e}') from None
+  plot(results, os.path.join(out, 'probe.png'))
+  print(f'Wrote the probe results of {len(results)} run(s) to {out}.')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
