@@ -1,0 +1,294 @@
+"""Fine-tuning on GLUE-style tasks (paper section 4, Appendix A.2):
+
+  python -m sctd_jax.finetune --config configs/finetune.py --workdir OUT \
+      --config.init=PRETRAINED --config.task=TASK
+
+PRETRAINED is a pretraining workdir or a Hugging Face BERT folder. The
+pretrained encoder gets a fresh pooler-side classifier (one output: STS-B's
+regression) per seed, and is trained with AdamW, linear warmup and decay, at
+the task's Table 7 learning rate, batch size and steps unless the config
+overrides them. The paper reports the mean over 5 seeds; `num_seeds` runs
+seeds `seed, seed+1, ...` and OUT/eval_results.json holds each metric's mean
+over them, its population standard deviation (`std`) and the values of every
+seed (`per_seed`); OUT/predictions.jsonl holds the first seed's validation
+predictions and OUT/config.json the config with the task's values filled in.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import optax
+import tqdm
+
+from sctd_jax import config as config_lib
+from sctd_jax import glue_metrics
+from sctd_jax import models
+from sctd_jax import pretrained
+from sctd_jax import reporting
+from sctd_jax import step as step_lib
+from sctd_jax import tasks
+from sctd_jax.hf_format import FormatError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file with get_config(), e.g. configs/finetune.py.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the results.')
+
+INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad key."""
+  check = config_lib._check  # pylint: disable=protected-access
+  check(bool(c.init) and os.path.isfile(os.path.join(c.init, 'config.json')),
+        'init', c.init, 'must be a pretraining workdir or a Hugging Face BERT '
+        'folder (a directory with a config.json)')
+  tasks.get(c.task)
+  check(c.num_seeds >= 1, 'num_seeds', c.num_seeds, 'must be >= 1')
+  t = c.train
+  check(t.learning_rate == -1 or t.learning_rate > 0, 'train.learning_rate',
+        t.learning_rate, "use -1 (the task's) or a positive number")
+  for key in ('batch_size', 'num_epochs', 'num_steps'):
+    check(t[key] == -1 or t[key] > 0, f'train.{key}', t[key],
+          "use -1 (the task's) or a positive integer")
+  check(t.num_epochs == -1 or t.num_steps == -1, 'train.num_epochs', t.num_epochs,
+        f'give num_epochs or num_steps, not both (train.num_steps={t.num_steps})')
+  check(0 <= t.warmup_ratio < 1, 'train.warmup_ratio', t.warmup_ratio, 'must be in [0, 1)')
+  check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
+  check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
+        'must be >= 0 (0 disables clipping)')
+  check(0 <= t.dropout_rate < 1, 'train.dropout_rate', t.dropout_rate, 'must be in [0, 1)')
+  for key in ('log_every', 'eval_batch_size'):
+    check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
+  d = c.data
+  # [CLS] a [SEP] b [SEP] needs 5 tokens to hold a word of each text.
+  check(d.max_length >= 5, 'data.max_length', d.max_length, 'must be >= 5')
+  check(d.max_train_examples == -1 or d.max_train_examples > 0,
+        'data.max_train_examples', d.max_train_examples,
+        'use -1 (all) or a positive integer')
+
+
+def resolve_train(c: ml_collections.ConfigDict, task: tasks.Task,
+                  num_examples: int) -> ml_collections.ConfigDict:
+  """`c.train` with the task's Table 7 values for -1 and the keys
+  `step.make_optimizer` reads: warmup steps, linear decay to 0."""
+  t = ml_collections.ConfigDict(c.train.to_dict())
+  if t.learning_rate == -1:
+    t.learning_rate = task.learning_rate
+  if t.batch_size == -1:
+    t.batch_size = task.batch_size
+  t.num_steps = tasks.train_steps(task, num_examples, t.batch_size, t.num_steps,
+                                  t.num_epochs)
+  t.warmup_steps = int(round(t.warmup_ratio * t.num_steps))
+  t.end_learning_rate, t.lr_power = 0.0, 1.0
+  return t
+
+
+def encode(tokenizer, task: tasks.Task, examples, max_length: int) -> dict:
+  """Token ids, segment ids (pairs via the tokenizer's pair encoding), mask
+  and labels as arrays padded to `max_length`, so every batch has one shape
+  and the steps compile once; long texts are cut, the longer one first."""
+  encoded = tokenizer(*(list(examples[column]) for column in task.text_columns),
+                      padding='max_length', truncation=True, max_length=max_length,
+                      return_token_type_ids=True, return_tensors='np')
+  arrays = {key: encoded[key].astype(np.int32) for key in INPUT_KEYS}
+  label_dtype = np.float32 if task.num_labels == 1 else np.int32
+  arrays[tasks.LABEL] = np.asarray(list(examples[tasks.LABEL]), label_dtype)
+  return arrays
+
+
+def task_loss(logits, labels, num_labels: int):
+  """Mean squared error for regression (one output), else cross-entropy."""
+  if num_labels == 1:
+    return jnp.mean(jnp.square(logits[:, 0] - labels))
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_train_step(model: models.BertForSequenceClassification):
+  """The jitted `train_step(state, batch, key) -> (state, loss)`; dropout's
+  key is `key` folded with the step, so no host RNG runs per step."""
+  def train_step(state, batch, key):
+    def loss_fn(params):
+      logits = model.apply({'params': params}, *(batch[k] for k in INPUT_KEYS),
+                           deterministic=False,
+                           rngs={'dropout': jax.random.fold_in(key, state.step)})
+      return task_loss(logits, batch[tasks.LABEL], model.num_labels)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_predict_step(model: models.BertForSequenceClassification):
+  return jax.jit(lambda params, batch: model.apply(
+      {'params': params}, *(batch[k] for k in INPUT_KEYS)))
+
+
+def train_batches(arrays: dict, batch_size: int, seed: int):
+  """Endless full batches: each epoch a new permutation of the examples,
+  its remainder carried into the next, so every batch has the one shape."""
+  rng = np.random.default_rng(seed)
+  order = np.empty(0, np.int64)
+  while True:
+    while len(order) < batch_size:
+      order = np.concatenate([order, rng.permutation(len(arrays[tasks.LABEL]))])
+    take, order = order[:batch_size], order[batch_size:]
+    yield {key: value[take] for key, value in arrays.items()}
+
+
+def predict(predict_step, params, arrays: dict, batch_size: int,
+            num_labels: int) -> np.ndarray:
+  """Class indices, or the regression outputs; the last batch is padded with
+  empty rows to the one compiled shape and their outputs dropped."""
+  n = len(arrays[tasks.LABEL])
+  outputs = []
+  for start in range(0, n, batch_size):
+    pad = lambda x: np.pad(x, [(0, max(0, start + batch_size - n)), (0, 0)])
+    batch = {key: pad(arrays[key][start:start + batch_size]) for key in INPUT_KEYS}
+    outputs.append(np.asarray(predict_step(params, batch)))
+  logits = np.concatenate(outputs)[:n]
+  return logits[:, 0] if num_labels == 1 else logits.argmax(-1)
+
+
+def init_params(model: models.BertForSequenceClassification, bert_params, key):
+  """The pretrained encoder (host arrays, put on the device afresh for each
+  seed: the train step donates its state) and a fresh classifier from `key`.
+  All on the default device, whatever sharding the checkpoint was restored
+  with, so every step sees the same input layout and compiles once."""
+  ids = jnp.zeros((1, 8), jnp.int32)
+  params = nn.meta.unbox(model.init(key, ids, ids, ids)['params'])
+  return jax.device_put({**params, 'bert': bert_params})
+
+
+def train(train_step, state, batches, key, t, desc: str):
+  """`t.num_steps` steps; the progress bar shows the mean loss of the last
+  `t.log_every` steps."""
+  losses = []
+  with tqdm.tqdm(total=t.num_steps, desc=desc, unit='step', dynamic_ncols=True,
+                 mininterval=1.0) as bar:
+    for done in range(1, t.num_steps + 1):
+      state, loss = train_step(state, next(batches), key)
+      losses.append(loss)
+      bar.update(1)
+      if done % t.log_every == 0 or done == t.num_steps:
+        mean = float(np.mean(jax.device_get(losses)))
+        losses = []
+        if not math.isfinite(mean):
+          raise FloatingPointError(f'{desc}: non-finite loss {mean} at step {done}; '
+                                   'lower train.learning_rate.')
+        bar.set_postfix(loss=f'{mean:.4f}', refresh=False)
+  return state
+
+
+def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
+  """The task's metrics on every validation split (named with the split's
+  suffix), and a predictions.jsonl row per example."""
+  scores, rows = {}, []
+  for split, arrays in splits:
+    predictions = predict(predict_step, params, arrays, batch_size, task.num_labels)
+    labels = arrays[tasks.LABEL]
+    scores.update(glue_metrics.compute(task.metrics, predictions, labels, split.suffix))
+    rows += [{'split': split.name, 'index': i, 'prediction': p.item(), 'label': y.item()}
+             for i, (p, y) in enumerate(zip(predictions, labels))]
+  return scores, rows
+
+
+def summarize(config, task: tasks.Task, runs: list[dict]) -> dict:
+  """eval_results.json: each metric's mean over seeds at the top level, its
+  population standard deviation under `std`, the seeds' values under `per_seed`."""
+  per_seed = {name: [run[name] for run in runs] for name in runs[0]}
+  return {'task': task.name, 'init': config.init, 'num_seeds': len(runs),
+          **{name: float(np.mean(values)) for name, values in per_seed.items()},
+          'std': {name: float(np.std(values)) for name, values in per_seed.items()},
+          'per_seed': per_seed}
+
+
+def _write_json(path: str, value) -> None:
+  with open(path, 'w') as f:
+    json.dump(value, f, indent=2, sort_keys=True)
+
+
+def finetune(config, workdir: str) -> dict:
+  """Fine-tunes `config.init` on `config.task` for `config.num_seeds` seeds,
+  writes eval_results.json, predictions.jsonl and config.json into `workdir`
+  and returns the eval_results dict."""
+  validate(config)
+  task = tasks.get(config.task)
+  mlm, pretrained_params, tokenizer = pretrained.load_pretrained(config.init)
+  bert_params = jax.device_get(pretrained_params['bert'])
+  d = config.data
+  if d.max_length > mlm.cfg.max_position_embeddings:
+    raise config_lib.ConfigError(
+        f'config key data.max_length={d.max_length} is invalid: the model at '
+        f'{config.init} has {mlm.cfg.max_position_embeddings} positions.')
+  data = tasks.load(task, d.train_file, d.validation_file)
+  train_examples = data.train
+  if d.max_train_examples != -1:
+    train_examples = train_examples.select(range(min(d.max_train_examples,
+                                                     len(train_examples))))
+  train_arrays = encode(tokenizer, task, train_examples, d.max_length)
+  splits = [(split, encode(tokenizer, task, split.examples, d.max_length))
+            for split in data.validation]
+  t = resolve_train(config, task, len(train_examples))
+  os.makedirs(workdir, exist_ok=True)
+  _write_json(os.path.join(workdir, 'config.json'),
+              {**config.to_dict(), 'train': t.to_dict()})
+  logging.info('%s: %d training examples, %d steps of %d at lr %g, from %s.',
+               task.name, len(train_examples), t.num_steps, t.batch_size,
+               t.learning_rate, config.init)
+
+  rate = config.train.dropout_rate
+  cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
+  model = models.BertForSequenceClassification(cfg, task.num_labels)
+  optimizer = step_lib.make_optimizer(t)
+  train_step, predict_step = make_train_step(model), make_predict_step(model)
+  runs = []
+  for seed in range(config.seed, config.seed + config.num_seeds):
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+    state = train_state.TrainState.create(
+        apply_fn=model.apply, tx=optimizer,
+        params=init_params(model, bert_params, init_key))
+    # An array step from the start, so the first call compiles the only program.
+    state = state.replace(step=jnp.zeros((), jnp.int32))
+    state = train(train_step, state, train_batches(train_arrays, t.batch_size, seed),
+                  dropout_key, t, f'{task.name} seed {seed}')
+    scores, rows = evaluate(predict_step, state.params, splits, task,
+                            t.eval_batch_size)
+    logging.info('%s seed %d: %s', task.name, seed,
+                 ', '.join(f'{name} {value:.4f}' for name, value in scores.items()))
+    if not runs:
+      with open(os.path.join(workdir, 'predictions.jsonl'), 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+    runs.append(scores)
+
+  results = summarize(config, task, runs)
+  _write_json(os.path.join(workdir, 'eval_results.json'), results)
+  logging.info('%s over %d seeds: %s', task.name, len(runs), ', '.join(
+      f'{name} {results[name]:.4f} ± {results["std"][name]:.4f}' for name in runs[0]))
+  return results
+
+
+def main(argv):
+  reporting.quiet_library_logs()
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    finetune(_CONFIG.value, _WORKDIR.value)
+  except (config_lib.ConfigError, FormatError) as e:
+    raise SystemExit(f'error: {e}') from None
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

@@ -1,0 +1,145 @@
+"""Fine-tuning end to end from a real (tiny) pretraining workdir: a built-in
+task learned well above chance over two seeds, a regression task from local
+files through the CLI, the files written, and config errors by key."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sctd_jax import finetune
+from sctd_jax import glue_metrics
+from sctd_jax import synthetic
+from sctd_jax import tasks
+from sctd_jax.config import ConfigError
+from test_train import ROOT, SMALL
+
+
+
+def _get_config():
+  """configs/finetune.py's get_config(), as the CLI reads it."""
+  spec = importlib.util.spec_from_file_location(
+      'finetune_config', os.path.join(ROOT, 'configs', 'finetune.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _cli(module, *args):
+  return subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  """A one-step pretraining workdir (the smallest step to compile): its
+  encoder is close to random, so what is learned below is fine-tuning's."""
+  workdir = tmp_path_factory.mktemp('pretrained')
+  result = _cli('sctd_jax.train', '--config', 'configs/tiny.py', '--workdir', workdir,
+                *SMALL, '--config.method=baseline', '--config.train.num_steps=1',
+                '--config.train.warmup_steps=0', '--config.train.checkpoint_every=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(workdir)
+
+
+def _config(init_path, **overrides):
+  c = _get_config()
+  c.init = init_path
+  c.data.max_length = 32
+  for key, value in overrides.items():
+    section, _, name = key.rpartition('.')
+    (c[section] if section else c)[name] = value
+  return c
+
+
+def test_tense_is_learned_over_two_seeds_and_the_files_agree(pretrained, tmp_path):
+  # Chance and the majority class are both 1/3.
+  results = finetune.finetune(_config(
+      pretrained, task='tense', num_seeds=2, **{'train.num_steps': 80,
+                                                'train.learning_rate': 2e-3}), tmp_path)
+  assert set(results) == {'task', 'init', 'num_seeds', 'accuracy', 'std', 'per_seed'}
+  assert (results['task'], results['init'], results['num_seeds']) == ('tense', pretrained, 2)
+  per_seed = results['per_seed']['accuracy']
+  assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
+  assert results['accuracy'] == pytest.approx(np.mean(per_seed))
+  assert results['std'] == {'accuracy': pytest.approx(np.std(per_seed))}
+  assert results['accuracy'] > 0.6, results
+  assert json.load(open(tmp_path / 'eval_results.json')) == results
+
+  rows = [json.loads(line) for line in open(tmp_path / 'predictions.jsonl')]
+  sentences = synthetic.labelled_sentences(tasks.BUILTIN_SEEDS['validation'], 500)
+  assert [r['index'] for r in rows] == list(range(500))
+  assert {r['split'] for r in rows} == {'validation'}
+  assert [r['label'] for r in rows] == [synthetic.TENSES.index(s.tense) for s in sentences]
+  assert all(isinstance(r['prediction'], int) for r in rows)
+  predictions = [r['prediction'] for r in rows]
+  assert glue_metrics.accuracy(predictions, [r['label'] for r in rows]) == per_seed[0]
+
+  config = json.load(open(tmp_path / 'config.json'))
+  assert config['task'] == 'tense' and config['num_seeds'] == 2
+  assert config['train']['num_steps'] == 80 and config['train']['warmup_steps'] == 5
+  assert config['train']['batch_size'] == tasks.get('tense').batch_size
+
+
+def _stsb_files(tmp_path):
+  """STS-B-like pairs: paraphrases score 4-5, changed meanings 0-2."""
+  rng = np.random.default_rng(0)
+  files = []
+  for name, seed, count in (('train.csv', 7, 64), ('dev.tsv', 8, 40)):
+    sep = '\t' if name.endswith('.tsv') else ','
+    lines = [sep.join(('sentence1', 'sentence2', 'label'))]
+    for a, b, same in synthetic.paraphrase_pairs(seed, count):
+      score = round(float(rng.uniform(4, 5) if same else rng.uniform(0, 2)), 2)
+      lines.append(sep.join((a, b, str(score))))
+    (tmp_path / name).write_text('\n'.join(lines) + '\n')
+    files.append(str(tmp_path / name))
+  return files
+
+
+def test_regression_from_local_files_through_the_cli(pretrained, tmp_path):
+  train, validation = _stsb_files(tmp_path)
+  out = tmp_path / 'out'
+  result = _cli('sctd_jax.finetune', '--config', 'configs/finetune.py', '--workdir', out,
+                f'--config.init={pretrained}', '--config.task=stsb',
+                '--config.data.max_length=32', '--config.train.num_steps=6',
+                '--config.train.learning_rate=1e-3', '--config.train.eval_batch_size=16',
+                f'--config.data.train_file={train}',
+                f'--config.data.validation_file={validation}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.load(open(out / 'eval_results.json'))
+  assert {'pearson', 'spearman'} <= set(results) and results['num_seeds'] == 1
+  assert all(-1 <= results[k] <= 1 and results[k] != 0 for k in ('pearson', 'spearman'))
+  assert results['std'] == {'pearson': 0.0, 'spearman': 0.0}
+  rows = [json.loads(line) for line in open(out / 'predictions.jsonl')]
+  assert len(rows) == 40 and all(isinstance(r['prediction'], float) for r in rows)
+  assert results['pearson'] == pytest.approx(glue_metrics.pearson(
+      [r['prediction'] for r in rows], [r['label'] for r in rows]))
+  assert 'stsb seed 0: pearson' in result.stderr
+
+
+def test_cli_refuses_a_bad_task_by_key(pretrained, tmp_path):
+  result = _cli('sctd_jax.finetune', '--config', 'configs/finetune.py', '--workdir',
+                tmp_path, f'--config.init={pretrained}', '--config.task=qnli')
+  assert result.returncode != 0
+  assert "config key task='qnli' is invalid" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('override, named', [
+    ({'init': ''}, 'config key init='),
+    ({'num_seeds': 0}, 'num_seeds=0'),
+    ({'train.learning_rate': 0.0}, 'train.learning_rate=0.0'),
+    ({'train.num_epochs': 2, 'train.num_steps': 10}, 'train.num_epochs=2'),
+    ({'train.warmup_ratio': 1.0}, 'train.warmup_ratio=1.0'),
+    ({'data.max_length': 2}, 'data.max_length=2'),
+    ({'data.max_length': 4096}, 'data.max_length=4096 is invalid: the model at'),
+    ({'data.max_train_examples': 0}, 'data.max_train_examples=0'),
+])
+def test_bad_config_values_are_refused_by_key(pretrained, tmp_path, override, named):
+  with pytest.raises(ConfigError) as error:
+    finetune.finetune(_config(pretrained, **override), tmp_path)
+  assert named in str(error.value)
+  assert not os.listdir(tmp_path)
