@@ -3,15 +3,16 @@
   python -m sctd_jax.finetune --config configs/finetune.py --workdir OUT \
       --config.init=PRETRAINED --config.task=TASK
 
-PRETRAINED is a pretraining workdir or a Hugging Face BERT folder. The
-pretrained encoder gets a fresh pooler-side classifier (one output: STS-B's
-regression) per seed, and is trained with AdamW, linear warmup and decay, at
-the task's Table 7 learning rate, batch size and steps unless the config
-overrides them. The paper reports the mean over 5 seeds; `num_seeds` runs
-seeds `seed, seed+1, ...` and OUT/eval_results.json holds each metric's mean
-over them, its population standard deviation (`std`) and the values of every
-seed (`per_seed`); OUT/predictions.jsonl holds the first seed's validation
-predictions and OUT/config.json the config with the task's values filled in.
+PRETRAINED is a pretraining workdir or a Hugging Face BERT folder. For each
+seed the pretrained encoder gets a fresh classifier on its pooled [CLS] state
+(one output and a squared error for STS-B's regression) and is trained with
+AdamW, linear warmup and linear decay, at the task's Table 7 learning rate,
+batch size and steps unless the config overrides them. The paper reports the
+mean over 5 seeds; `num_seeds` runs seeds `seed, seed+1, ...`, and
+OUT/eval_results.json holds each metric's mean over them, its population
+standard deviation (`std`) and every seed's value (`per_seed`).
+OUT/predictions.jsonl holds the first seed's validation predictions, and
+OUT/config.json the config with the task's values filled in.
 """
 
 import dataclasses
@@ -219,6 +220,20 @@ def _write_json(path: str, value) -> None:
     json.dump(value, f, indent=2, sort_keys=True)
 
 
+def load_arrays(config, task: tasks.Task, tokenizer):
+  """Encoded training examples (the first `data.max_train_examples`) and
+  [(split, encoded examples)] of every validation split."""
+  d = config.data
+  data = tasks.load(task, d.train_file, d.validation_file)
+  train_examples = data.train
+  if d.max_train_examples != -1:
+    train_examples = train_examples.select(
+        range(min(d.max_train_examples, len(train_examples))))
+  splits = [(split, encode(tokenizer, task, split.examples, d.max_length))
+            for split in data.validation]
+  return encode(tokenizer, task, train_examples, d.max_length), splits
+
+
 def finetune(config, workdir: str) -> dict:
   """Fine-tunes `config.init` on `config.task` for `config.num_seeds` seeds,
   writes eval_results.json, predictions.jsonl and config.json into `workdir`
@@ -226,33 +241,27 @@ def finetune(config, workdir: str) -> dict:
   validate(config)
   task = tasks.get(config.task)
   mlm, pretrained_params, tokenizer = pretrained.load_pretrained(config.init)
-  bert_params = jax.device_get(pretrained_params['bert'])
-  d = config.data
-  if d.max_length > mlm.cfg.max_position_embeddings:
+  if config.data.max_length > mlm.cfg.max_position_embeddings:
     raise config_lib.ConfigError(
-        f'config key data.max_length={d.max_length} is invalid: the model at '
-        f'{config.init} has {mlm.cfg.max_position_embeddings} positions.')
-  data = tasks.load(task, d.train_file, d.validation_file)
-  train_examples = data.train
-  if d.max_train_examples != -1:
-    train_examples = train_examples.select(range(min(d.max_train_examples,
-                                                     len(train_examples))))
-  train_arrays = encode(tokenizer, task, train_examples, d.max_length)
-  splits = [(split, encode(tokenizer, task, split.examples, d.max_length))
-            for split in data.validation]
-  t = resolve_train(config, task, len(train_examples))
+        f'config key data.max_length={config.data.max_length} is invalid: the '
+        f'model at {config.init} has {mlm.cfg.max_position_embeddings} positions.')
+  train_arrays, splits = load_arrays(config, task, tokenizer)
+  num_examples = len(train_arrays[tasks.LABEL])
+  t = resolve_train(config, task, num_examples)
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'),
               {**config.to_dict(), 'train': t.to_dict()})
   logging.info('%s: %d training examples, %d steps of %d at lr %g, from %s.',
-               task.name, len(train_examples), t.num_steps, t.batch_size,
-               t.learning_rate, config.init)
+               task.name, num_examples, t.num_steps, t.batch_size, t.learning_rate,
+               config.init)
 
   rate = config.train.dropout_rate
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
   model = models.BertForSequenceClassification(cfg, task.num_labels)
   optimizer = step_lib.make_optimizer(t)
+  # Built once: every seed runs the same two compiled programs.
   train_step, predict_step = make_train_step(model), make_predict_step(model)
+  bert_params = jax.device_get(pretrained_params['bert'])
   runs = []
   for seed in range(config.seed, config.seed + config.num_seeds):
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))

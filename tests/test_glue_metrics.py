@@ -32,6 +32,7 @@ def test_classification_metrics_match_sklearn(n, classes, seed):
         sk.f1_score(labels, predictions))
 
 
+@pytest.mark.filterwarnings('ignore:A single label was found')
 @pytest.mark.parametrize('predictions, labels', [
     ([1, 1, 1, 1], [0, 1, 0, 1]),      # constant prediction
     ([0, 1, 0, 1], [1, 1, 1, 1]),      # constant labels
