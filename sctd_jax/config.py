@@ -14,6 +14,7 @@ METHODS = ('baseline', 'token_drop', 'sctd')
 KL_NORMALIZERS = ('batch', 'masked_tokens')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
 DTYPES = ('float32', 'bfloat16', 'float16')
+POOLINGS = ('mean', 'cls')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -101,6 +102,15 @@ def base_config() -> ml_collections.ConfigDict:
       num_proc=1,
       cache_dir='',  # Token caches; '': ~/.cache/huggingface/datasets/sctd_jax.
       prefetch=4,
+  ))
+
+  # Semantic drift (paper Figure 3), logged every train.eval_every steps.
+  c.drift = ml_collections.ConfigDict(dict(
+      sentences=64,  # Fixed validation sequences measured; 0 turns drift off.
+      # '': the model being trained; or a sentence encoder folder
+      # (sentence-transformers or HF, run with PyTorch), as the paper's SentenceBERT.
+      encoder='',
+      pooling='mean',  # 'mean' or 'cls'; an encoder's 1_Pooling/config.json wins.
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -215,6 +225,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _check(d.tokenizer_docs > 0 or d.tokenizer_docs == -1, 'data.tokenizer_docs',
          d.tokenizer_docs, 'must be a positive integer or -1 (all)')
   _check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
+  _check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
+         'must be >= 0 (0 turns drift off)')
+  _check(c.drift.pooling in POOLINGS, 'drift.pooling', c.drift.pooling,
+         f'use one of {POOLINGS}')
+  _check(not c.drift.encoder or os.path.isfile(os.path.join(c.drift.encoder, 'config.json')),
+         'drift.encoder', c.drift.encoder, "must be '' (the model itself) or a "
+         'sentence-transformers or HF encoder folder with a config.json')
   for key in ('data', 'fsdp', 'tensor'):
     _check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
            'use -1 (remaining devices) or a positive integer')

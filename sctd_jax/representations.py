@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from sctd_jax import models
-
-POOLINGS = ('mean', 'cls')
+from sctd_jax.config import POOLINGS
 
 
 def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
+from sctd_jax import drift as drift_lib
 from sctd_jax import input_pipeline
 from sctd_jax import models
 from sctd_jax import pretrained
@@ -123,6 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_step = step_lib.make_eval_step(model, config)
   val = input_pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
+  drift = drift_lib.make_drift(config, model, tokenizer)
   train_batches = input_pipeline.batches(config, tokenizer, 'train', position)
 
   batch = to_global(next(train_batches))
@@ -156,6 +158,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                   tokens_per_step)
         if evaluating:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
+          if drift:
+            row.update(drift(state))
         reporter.write(row)
         pending, last_time = [], time.perf_counter()
       if saving:

@@ -44,6 +44,9 @@ def test_tiny_sctd_run_writes_the_workdir_and_learns(tmp_path):
   assert [r['step'] for r in evals] == [30, 60]
   for key in ('val_mlm_full', 'val_mlm_drop'):
     assert evals[1][key] < evals[0][key] < rows[0]['loss'] - 0.5, (rows[0], evals)
+  for r in evals:  # Semantic drift (Figure 3): masking, then dropping, moves it.
+    assert 0 < r['drift_dropped'] < 1 and 0 < r['drift_masked'] < 1, r
+  assert not any('drift_masked' in r for r in rows if r not in evals)
   assert os.listdir(tmp_path / 'tensorboard')
   assert 'step' in run.stderr and 'tokens/s' in run.stderr
 

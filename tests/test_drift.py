@@ -1,0 +1,138 @@
+"""Semantic drift (paper Figure 3) against HF's PyTorch BERT, and its limits."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import tiny_config
+from sctd_jax import config as config_lib
+from sctd_jax import drift
+from sctd_jax import export
+from sctd_jax import models
+from sctd_jax import step
+from sctd_jax import synthetic
+from sctd_jax import token_drop
+from sctd_jax.tokenizer import fit_tokenizer
+from sctd_jax.tokenizer import special_ids
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  """A random-init tiny BERT, its tokenizer, a drift sample, and the same
+  weights as an HF folder."""
+  texts = [s.text for d in range(300) for s in synthetic.document(0, d)]
+  tokenizer = fit_tokenizer(texts, 300)
+  config = tiny_config(**{'model.vocab_size': len(tokenizer), 'data.seq_len': 32,
+                          'data.max_predictions': 6, 'drift.sentences': 6})
+  model = models.BertForMaskedLM(models.BertConfig.from_config(config, len(tokenizer)))
+  params = step.init_params(model, jax.random.PRNGKey(0))
+  folder = str(tmp_path_factory.mktemp('hf'))
+  export.write_hf_folder(folder, model.cfg, params, tokenizer)
+  importance = token_drop.init_importance(len(tokenizer), *special_ids(tokenizer))
+  return config, tokenizer, model, params, importance, drift.sample(config, tokenizer), folder
+
+
+def _torch_mean_vectors(folder, ids, mask):
+  bert = transformers.BertModel.from_pretrained(folder).eval()
+  with torch.no_grad():
+    hidden = bert(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
+  weights = torch.tensor(mask, dtype=torch.float32)[..., None]
+  return ((hidden * weights).sum(1) / weights.sum(1)).numpy()
+
+
+def _cosine(a, b):
+  return np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_sample_is_validation_masked_with_the_targets_put_back(setup):
+  config, tokenizer, *_, s, _ = setup
+  assert s['input_ids'].shape == (6, 32)
+  changed = s['original_ids'] != s['input_ids']
+  assert changed.any()
+  targets = np.zeros_like(changed)
+  np.put_along_axis(targets, s['mlm_positions'], s['mlm_weights'] > 0, axis=1)
+  assert not (changed & ~targets).any()  # Only masked targets differ.
+  assert (s['input_ids'][changed] == tokenizer.mask_token_id).mean() > 0.5
+  # Reproducible, whatever the batch size of the run.
+  other = config.copy_and_resolve_references()
+  other.train.batch_size = 5
+  np.testing.assert_array_equal(drift.sample(other, tokenizer)['original_ids'],
+                                s['original_ids'])
+
+
+def test_model_drift_matches_hf_pytorch(setup):
+  config, _, model, params, importance, s, folder = setup
+  out = drift.make_model_drift(config, model)(params, importance, s)
+  original = _torch_mean_vectors(folder, s['original_ids'], s['attention_mask'])
+  masked = _torch_mean_vectors(folder, s['input_ids'], s['attention_mask'])
+  expected = _cosine(original, masked).mean()
+  assert expected < 0.9999  # Masking moved the representation.
+  np.testing.assert_allclose(1 - float(out['drift_masked']), 1 - expected, rtol=1e-3)
+  # Dropping half the tokens in the middle layers moves it further.
+  assert float(out['drift_dropped']) < float(out['drift_masked'])
+
+
+def test_drift_is_one_for_an_uncorrupted_input(setup):
+  config, tokenizer, model, params, importance, s, folder = setup
+  clean = dict(s, input_ids=s['original_ids'])
+  with config.unlocked():
+    config.token_drop.keep_rate = 1.0  # Nothing dropped: the full path.
+  out = drift.make_model_drift(config, model)(params, importance, clean)
+  np.testing.assert_allclose([float(out['drift_masked']), float(out['drift_dropped'])],
+                             1.0, atol=1e-5)
+  with config.unlocked():
+    config.drift.encoder = folder
+  out = drift.EncoderDrift(config, tokenizer, clean)(params, importance, clean)
+  np.testing.assert_allclose([float(out['drift_masked']), float(out['drift_dropped'])],
+                             1.0, atol=1e-5)
+
+
+def _torch_text_vectors(folder, texts):
+  tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+  enc = tokenizer(texts, padding=True)
+  return _torch_mean_vectors(folder, enc['input_ids'], enc['attention_mask'])
+
+
+def test_encoder_drift_reads_the_corrupted_text(setup, tmp_path):
+  config, tokenizer, _, params, importance, s, folder = setup
+  with config.unlocked():
+    config.drift.encoder = folder
+  out = drift.EncoderDrift(config, tokenizer, s)(params, importance, s)
+  every = s['attention_mask'] > 0
+  # Whole words in, the same ids back: the text is what the tokens say.
+  texts = drift.texts(tokenizer, s['original_ids'], every, '[MASK]')
+  again = tokenizer(texts, padding='max_length', max_length=32)['input_ids']
+  np.testing.assert_array_equal(again, s['original_ids'])
+  masked = drift.texts(tokenizer, s['input_ids'], every, '[MASK]')
+  assert sum(t.count('[MASK]') for t in masked) >= 0.5 * s['mlm_weights'].sum()
+  np.testing.assert_allclose(
+      float(out['drift_masked']),
+      _cosine(_torch_text_vectors(folder, texts), _torch_text_vectors(folder, masked)).mean(),
+      atol=1e-5)
+  # The dropped text holds only the k = 16 kept positions: fewer words.
+  kept = drift.kept_indices(importance, s['input_ids'], config.token_drop.keep_rate)
+  keep = np.zeros_like(every)
+  np.put_along_axis(keep, np.asarray(kept), True, axis=1)
+  dropped = drift.texts(tokenizer, s['input_ids'], keep, '[MASK]')
+  assert all(len(d.split()) < len(t.split()) for d, t in zip(dropped, masked) if t)
+  np.testing.assert_allclose(
+      float(out['drift_dropped']),
+      _cosine(_torch_text_vectors(folder, texts), _torch_text_vectors(folder, dropped)).mean(),
+      atol=1e-5)
+  # A sentence-transformers folder's pooling config wins over drift.pooling.
+  (tmp_path / '1_Pooling').mkdir()
+  (tmp_path / '1_Pooling' / 'config.json').write_text('{"pooling_mode_cls_token": true}')
+  assert drift._folder_pooling(str(tmp_path)) == 'cls'
+  assert drift._folder_pooling(folder) is None
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('drift.sentences', -1, 'drift.sentences=-1'),
+    ('drift.pooling', 'max', "drift.pooling='max'"),
+    ('drift.encoder', '/nonexistent/sbert', "drift.encoder='/nonexistent/sbert'"),
+])
+def test_bad_drift_keys_are_named(key, value, message):
+  with pytest.raises(config_lib.ConfigError, match=message.replace('.', r'\.')):
+    config_lib.validate(tiny_config(**{key: value}))
