@@ -233,13 +233,12 @@ def finetune_table(runs: list[Run]) -> list[str]:
 
 def probe_table(runs: list[Run]) -> list[str]:
   """Figures 4 and 8 in numbers: the last layer's accuracy and the best layer."""
-  probed = [run for run in runs if run.probe]
-  tasks = list(dict.fromkeys(task for run in probed for task in run.probe))
+  tasks = list(dict.fromkeys(task for run in runs if run.probe for task in run.probe))
   rows = []
   for task in tasks:
     cells = []
-    for run in probed:
-      accuracy = run.probe.get(task)
+    for run in runs:
+      accuracy = (run.probe or {}).get(task)
       if accuracy is None:
         cells.append(MISSING)
         continue
@@ -247,7 +246,7 @@ def probe_table(runs: list[Run]) -> list[str]:
       best = max(accuracy, key=lambda layer: accuracy[layer])
       cells.append(f'{accuracy[last]:.3f} (best {accuracy[best]:.3f} at layer {best})')
     rows.append([task, *cells])
-  return _table(['task', *(f'{run.name}: last layer (best)' for run in probed)], rows)
+  return _table(['task', *(run.name for run in runs)], rows)
 
 
 def _save(fig, path: str) -> None:
@@ -312,6 +311,8 @@ def plot_finetune(runs: list[Run], path: str) -> None:
     for i, run in enumerate(runs):
       results = run.finetune.get(task, {})
       shown = [j for j, m in enumerate(metrics) if m in results]
+      if not shown:
+        continue
       ax.bar(np.array(shown) + (i - (len(runs) - 1) / 2) * width,
              [results[metrics[j]] for j in shown], width,
              yerr=[results['std'][metrics[j]] for j in shown], capsize=3,
@@ -365,7 +366,8 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
     figures.append(('Fine-tuning', 'finetune.png'))
   if any(run.probe for run in runs):
     md += ['## Probing (Figures 4 and 8)', '',
-           "Test accuracy of a linear probe on each layer's sentence vectors.", '',
+           "Test accuracy of a linear probe on each layer's sentence vectors: "
+           'the last layer, and the best layer.', '',
            *probe_table(runs), '']
     probe.plot({run.name: run.probe for run in runs if run.probe}, figure('probe.png'))
     figures.append(('Probing accuracy by layer', 'probe.png'))
