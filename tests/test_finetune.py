@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from sctd_jax import finetune
+from sctd_jax import load_pretrained
+from sctd_jax import models
 from sctd_jax import glue_metrics
 from sctd_jax import synthetic
 from sctd_jax import tasks
@@ -83,6 +86,17 @@ def test_tense_is_learned_over_two_seeds_and_the_files_agree(pretrained, tmp_pat
   assert config['task'] == 'tense' and config['num_seeds'] == 2
   assert config['train']['num_steps'] == 80 and config['train']['warmup_steps'] == 5
   assert config['train']['batch_size'] == tasks.get('tense').batch_size
+
+
+def test_each_seed_starts_from_the_pretrained_encoder_with_its_own_head(pretrained):
+  mlm, params, _ = load_pretrained(pretrained)
+  model = models.BertForSequenceClassification(mlm.cfg, 3)
+  bert = jax.device_get(params['bert'])
+  first, second = (finetune.init_params(model, bert, jax.random.PRNGKey(seed))
+                   for seed in (0, 1))
+  jax.tree.map(np.testing.assert_array_equal, first['bert'], bert)
+  assert first['classifier']['kernel'].shape == (mlm.cfg.hidden_size, 3)
+  assert not np.array_equal(first['classifier']['kernel'], second['classifier']['kernel'])
 
 
 def _stsb_files(tmp_path):
