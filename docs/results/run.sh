@@ -15,24 +15,35 @@ mkdir -p "$RUNS"
   --source synthetic --out "$RUNS/tokenizer" --vocab_size 1024 --tokenizer_docs 2000
 
 # The three pretraining runs side by side, so they share the machine alike
-# and their step times compare.
+# and their step times compare. A finished run only reloads.
 for m in $METHODS; do
   python -m sctd_jax.train --config configs/experiment.py --workdir "$RUNS/$m" \
     --config.method="$m" --config.data.tokenizer="$RUNS/tokenizer" \
-    > "$RUNS/$m.log" 2>&1 &
+    >> "$RUNS/$m.log" 2>&1 &
 done
 wait
 
-for m in $METHODS; do
-  [ -f "$RUNS/$m/probe/probe.json" ] || \
-    python -m sctd_jax.probe --init "$RUNS/$m" --out "$RUNS/$m/probe"
+# Probing and fine-tuning of each run, the three side by side. The built-in
+# tasks' sentences and pairs fit in 64 tokens.
+evaluate() {
+  local run=$1
+  [ -f "$run/probe/probe.json" ] || python -m sctd_jax.probe --init "$run" --out "$run/probe"
   for task in tense subj_num paraphrase; do
-    [ -f "$RUNS/$m/finetune/$task/eval_results.json" ] || \
+    [ -f "$run/finetune/$task/eval_results.json" ] || \
       python -m sctd_jax.finetune --config configs/finetune.py \
-        --workdir "$RUNS/$m/finetune/$task" --config.init="$RUNS/$m" \
-        --config.task="$task" --config.num_seeds=3
+        --workdir "$run/finetune/$task" --config.init="$run" --config.task="$task" \
+        --config.num_seeds=3 --config.data.max_length=64
   done
+}
+for m in $METHODS; do
+  evaluate "$RUNS/$m" > "$RUNS/$m.eval.log" 2>&1 &
 done
+wait
+
+# The runs above shared the machine with each other; the benchmark times the
+# same steps one method at a time, back to back.
+[ -f docs/results/bench.json ] || python -m sctd_jax.bench --config configs/experiment.py \
+  --config.model.vocab_size=1024 --hf=false --json docs/results/bench.json
 
 python -m sctd_jax.report "$RUNS/baseline" "$RUNS/token_drop" "$RUNS/sctd" \
   --out docs/results
