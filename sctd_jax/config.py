@@ -135,63 +135,64 @@ class ConfigError(ValueError):
   """A config value that cannot run; the message names the key."""
 
 
-def _check(ok: bool, key: str, value, want: str):
+def check(ok: bool, key: str, value, want: str):
+  """Raises ConfigError naming `key` and what it must be unless `ok`."""
   if not ok:
     raise ConfigError(f'config key {key}={value!r} is invalid: {want}.')
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
-  _check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
-  _check(not c.init_from or os.path.isfile(os.path.join(c.init_from, 'config.json')),
+  check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
+  check(not c.init_from or os.path.isfile(os.path.join(c.init_from, 'config.json')),
          'init_from', c.init_from, 'must be a Hugging Face BERT folder with a '
          'config.json, e.g. written by python -m sctd_jax.export')
   m = c.model
   for key in ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
               'max_position_embeddings', 'type_vocab_size'):
-    _check(m[key] > 0, f'model.{key}', m[key], 'must be a positive integer')
-  _check(m.vocab_size == -1 or m.vocab_size > 0, 'model.vocab_size', m.vocab_size,
+    check(m[key] > 0, f'model.{key}', m[key], 'must be a positive integer')
+  check(m.vocab_size == -1 or m.vocab_size > 0, 'model.vocab_size', m.vocab_size,
          'use -1 (take the tokenizer size) or a positive integer')
-  _check(m.hidden_size % m.num_heads == 0, 'model.num_heads', m.num_heads,
+  check(m.hidden_size % m.num_heads == 0, 'model.num_heads', m.num_heads,
          f'must divide model.hidden_size={m.hidden_size}')
-  _check(m.hidden_act in ACTIVATIONS, 'model.hidden_act', m.hidden_act,
+  check(m.hidden_act in ACTIVATIONS, 'model.hidden_act', m.hidden_act,
          f'use one of {ACTIVATIONS}')
-  _check(m.dtype in DTYPES, 'model.dtype', m.dtype, f'use one of {DTYPES}')
+  check(m.dtype in DTYPES, 'model.dtype', m.dtype, f'use one of {DTYPES}')
   for key in ('dropout_rate', 'attention_dropout_rate'):
-    _check(0.0 <= m[key] < 1.0, f'model.{key}', m[key], 'must be in [0, 1)')
+    check(0.0 <= m[key] < 1.0, f'model.{key}', m[key], 'must be in [0, 1)')
 
   td = c.token_drop
-  _check(0.0 < td.keep_rate <= 1.0, 'token_drop.keep_rate', td.keep_rate,
+  check(0.0 < td.keep_rate <= 1.0, 'token_drop.keep_rate', td.keep_rate,
          'must be in (0, 1]')
-  _check(0.0 <= td.importance_beta < 1.0, 'token_drop.importance_beta',
+  check(0.0 <= td.importance_beta < 1.0, 'token_drop.importance_beta',
          td.importance_beta, 'must be in [0, 1)')
   if c.method != 'baseline':
-    _check(m.num_layers >= 3, 'model.num_layers', m.num_layers,
+    check(m.num_layers >= 3, 'model.num_layers', m.num_layers,
            'token dropping needs at least 3 layers (full, dropped, full)')
     first, last = drop_layers(c)
-    _check(0 < first < m.num_layers - 1, 'token_drop.first_layer', first,
+    check(0 < first < m.num_layers - 1, 'token_drop.first_layer', first,
            f'must be in [1, {m.num_layers - 2}] so at least one full layer '
            'comes before it and after the dropped ones')
-    _check(first <= last < m.num_layers - 1, 'token_drop.last_layer', last,
+    check(first <= last < m.num_layers - 1, 'token_drop.last_layer', last,
            f'must be in [{first}, {m.num_layers - 2}]')
 
   s = c.sctd
-  _check(s.fi >= 1, 'sctd.fi', s.fi, 'must be >= 1')
-  _check(s.lam >= 0.0, 'sctd.lam', s.lam, 'must be >= 0')
-  _check(s.kl_normalizer in KL_NORMALIZERS, 'sctd.kl_normalizer',
+  check(s.fi >= 1, 'sctd.fi', s.fi, 'must be >= 1')
+  check(s.lam >= 0.0, 'sctd.lam', s.lam, 'must be >= 0')
+  check(s.kl_normalizer in KL_NORMALIZERS, 'sctd.kl_normalizer',
          s.kl_normalizer, f'use one of {KL_NORMALIZERS}')
 
   t = c.train
   for key in ('num_steps', 'batch_size', 'log_every', 'eval_every',
               'eval_batches', 'checkpoint_every', 'keep_checkpoints'):
-    _check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
-  _check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
-  _check(0 <= t.warmup_steps <= t.num_steps, 'train.warmup_steps',
+    check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
+  check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
+  check(0 <= t.warmup_steps <= t.num_steps, 'train.warmup_steps',
          t.warmup_steps, f'must be in [0, train.num_steps={t.num_steps}]')
-  _check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
-  _check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
+  check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
+  check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
          'must be >= 0 (0 disables clipping)')
-  _check(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0,
+  check(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0,
          'train.grad_accum_steps', t.grad_accum_steps,
          f'must be >= 1 and divide train.batch_size={t.batch_size}')
 
@@ -199,43 +200,43 @@ def validate(c: ml_collections.ConfigDict) -> None:
   corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
   for key in ('source', 'validation_source'):
     kind, _, rest = d[key].partition(':')
-    _check(d[key] == 'synthetic' or (kind in ('hf', 'files') and rest != '') or
+    check(d[key] == 'synthetic' or (kind in ('hf', 'files') and rest != '') or
            (key == 'validation_source' and d[key] == ''), f'data.{key}', d[key],
            corpora + (" or ''" if key == 'validation_source' else ''))
-  _check(0.0 <= d.validation_fraction < 1.0, 'data.validation_fraction',
+  check(0.0 <= d.validation_fraction < 1.0, 'data.validation_fraction',
          d.validation_fraction, 'must be in [0, 1)')
   if d.source != 'synthetic' and not d.validation_source:
-    _check(not d.streaming, 'data.validation_source', d.validation_source,
+    check(not d.streaming, 'data.validation_source', d.validation_source,
            'must name a corpus when data.streaming is on (a stream cannot hold '
            'out documents)')
-    _check(d.validation_fraction > 0, 'data.validation_fraction',
+    check(d.validation_fraction > 0, 'data.validation_fraction',
            d.validation_fraction, "must be > 0 when data.validation_source is ''")
-  _check(d.text_column != '', 'data.text_column', d.text_column, 'must name a field')
-  _check(d.tokenizer != '', 'data.tokenizer', d.tokenizer,
+  check(d.text_column != '', 'data.text_column', d.text_column, 'must name a field')
+  check(d.tokenizer != '', 'data.tokenizer', d.tokenizer,
          "use 'train' or an HF tokenizer folder or name")
-  _check(d.num_proc == -1 or d.num_proc > 0, 'data.num_proc', d.num_proc,
+  check(d.num_proc == -1 or d.num_proc > 0, 'data.num_proc', d.num_proc,
          'use -1 (one per CPU) or a positive integer')
-  _check(4 <= d.seq_len <= m.max_position_embeddings, 'data.seq_len', d.seq_len,
+  check(4 <= d.seq_len <= m.max_position_embeddings, 'data.seq_len', d.seq_len,
          f'must be in [4, model.max_position_embeddings={m.max_position_embeddings}]')
-  _check(0.0 < d.mlm_probability < 1.0, 'data.mlm_probability',
+  check(0.0 < d.mlm_probability < 1.0, 'data.mlm_probability',
          d.mlm_probability, 'must be in (0, 1)')
-  _check(0 < d.max_predictions <= d.seq_len, 'data.max_predictions',
+  check(0 < d.max_predictions <= d.seq_len, 'data.max_predictions',
          d.max_predictions, f'must be in [1, data.seq_len={d.seq_len}]')
-  _check(d.vocab_size >= 100, 'data.vocab_size', d.vocab_size, 'must be >= 100')
-  _check(d.tokenizer_docs > 0 or d.tokenizer_docs == -1, 'data.tokenizer_docs',
+  check(d.vocab_size >= 100, 'data.vocab_size', d.vocab_size, 'must be >= 100')
+  check(d.tokenizer_docs > 0 or d.tokenizer_docs == -1, 'data.tokenizer_docs',
          d.tokenizer_docs, 'must be a positive integer or -1 (all)')
-  _check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
-  _check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
+  check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
+  check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
          'must be >= 0 (0 turns drift off)')
-  _check(c.drift.pooling in POOLINGS, 'drift.pooling', c.drift.pooling,
+  check(c.drift.pooling in POOLINGS, 'drift.pooling', c.drift.pooling,
          f'use one of {POOLINGS}')
-  _check(not c.drift.encoder or os.path.isfile(os.path.join(c.drift.encoder, 'config.json')),
+  check(not c.drift.encoder or os.path.isfile(os.path.join(c.drift.encoder, 'config.json')),
          'drift.encoder', c.drift.encoder, "must be '' (the model itself) or a "
          'sentence-transformers or HF encoder folder with a config.json')
   for key in ('data', 'fsdp', 'tensor'):
-    _check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
+    check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
            'use -1 (remaining devices) or a positive integer')
-  _check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
+  check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
          'must be a positive number of seconds')
 
 

@@ -52,7 +52,7 @@ INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
-  check = config_lib._check  # pylint: disable=protected-access
+  check = config_lib.check
   check(bool(c.init) and os.path.isfile(os.path.join(c.init, 'config.json')),
         'init', c.init, 'must be a pretraining workdir or a Hugging Face BERT '
         'folder (a directory with a config.json)')
@@ -292,6 +292,7 @@ def main(argv):
   reporting.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  step_lib.use_compilation_cache()
   try:
     finetune(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, FormatError) as e:

@@ -9,6 +9,7 @@ branch.
 """
 
 import functools
+import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -35,6 +36,14 @@ class TrainState(train_state.TrainState):
   token-importance table (state, not a parameter) and the base RNG key."""
   importance: jax.Array
   rng: jax.Array
+
+
+def use_compilation_cache() -> None:
+  """Keeps compiled programs on disk (`$SCTD_JAX_COMPILATION_CACHE`, default
+  ~/.cache/sctd_jax/xla), so a restart or another seed does not recompile."""
+  jax.config.update('jax_compilation_cache_dir', os.environ.get(
+      'SCTD_JAX_COMPILATION_CACHE',
+      os.path.join(os.path.expanduser('~'), '.cache', 'sctd_jax', 'xla')))
 
 
 def learning_rate_schedule(t) -> optax.Schedule:

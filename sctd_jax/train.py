@@ -32,12 +32,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 
-# Compiled programs outlive the process, so a restart does not recompile.
-COMPILATION_CACHE = os.environ.get(
-    'SCTD_JAX_COMPILATION_CACHE',
-    os.path.join(os.path.expanduser('~'), '.cache', 'sctd_jax', 'xla'))
-
-
 def resolve_vocab_size(config, tokenizer) -> int:
   """model.vocab_size: the tokenizer's size, or a larger explicit size."""
   size = len(tokenizer)
@@ -106,7 +100,7 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
-  jax.config.update('jax_compilation_cache_dir', COMPILATION_CACHE)
+  step_lib.use_compilation_cache()
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
       config, workdir, mesh)
