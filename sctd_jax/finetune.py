@@ -42,11 +42,6 @@ from sctd_jax import step as step_lib
 from sctd_jax import tasks
 from sctd_jax.hf_format import FormatError
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file with get_config(), e.g. configs/finetune.py.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the results.')
-
 INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 
 
@@ -288,17 +283,27 @@ def finetune(config, workdir: str) -> dict:
   return results
 
 
+def define_flags() -> None:
+  """Flags of the CLI only: importing this module (as tests do beside
+  train and export, which define --workdir too) defines none."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file with get_config(), e.g. configs/finetune.py.',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory for the results.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
 def main(argv):
   reporting.quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   step_lib.use_compilation_cache()
   try:
-    finetune(_CONFIG.value, _WORKDIR.value)
+    finetune(flags.FLAGS.config, flags.FLAGS.workdir)
   except (config_lib.ConfigError, FormatError) as e:
     raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
+  define_flags()
   app.run(main)

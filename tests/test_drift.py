@@ -111,12 +111,13 @@ def test_encoder_drift_reads_the_corrupted_text(setup, tmp_path):
       float(out['drift_masked']),
       _cosine(_torch_text_vectors(folder, texts), _torch_text_vectors(folder, masked)).mean(),
       atol=1e-5)
-  # The dropped text holds only the k = 16 kept positions: fewer words.
+  # The dropped text holds only the k = 16 kept positions (all of a short
+  # row's): fewer words in all.
   kept = drift.kept_indices(importance, s['input_ids'], config.token_drop.keep_rate)
   keep = np.zeros_like(every)
   np.put_along_axis(keep, np.asarray(kept), True, axis=1)
   dropped = drift.texts(tokenizer, s['input_ids'], keep, '[MASK]')
-  assert all(len(d.split()) < len(t.split()) for d, t in zip(dropped, masked) if t)
+  assert sum(len(d.split()) for d in dropped) < 0.8 * sum(len(t.split()) for t in masked)
   np.testing.assert_allclose(
       float(out['drift_dropped']),
       _cosine(_torch_text_vectors(folder, texts), _torch_text_vectors(folder, dropped)).mean(),
