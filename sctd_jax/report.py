@@ -225,7 +225,7 @@ def finetune_table(runs: list[Run]) -> list[str]:
       for run in runs:
         results = run.finetune.get(task, {})
         cells.append(MISSING if metric not in results else
-                     f'{results[metric]:.4g} ± {results["std"][metric]:.2g} '
+                     f'{results[metric]:.3f} ± {results["std"][metric]:.3f} '
                      f'({results["num_seeds"]} seeds)')
       rows.append([task, metric, *cells])
   return _table(['task', 'metric', *(run.name for run in runs)], rows)

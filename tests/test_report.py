@@ -61,7 +61,7 @@ def test_cli_renders_the_report_of_tiny_runs(runs, tmp_path):
   assert (out / 'drift.png').exists() == has_drift
   assert '| baseline | baseline | 4 |' in md and '| token_drop | token_drop | 4 |' in md
   assert f'{rows[-1]["val_mlm_drop"]:.4g}' in md
-  assert '0.8125 ± 0.013 (3 seeds) | — |' in md
+  assert '0.812 ± 0.013 (3 seeds) | — |' in md
   assert '| tense | 0.750 (best 0.875 at layer 2) | — |' in md
   assert '- token_drop: no probe/probe.json, no finetune/*/eval_results.json.' in md
 
