@@ -300,7 +300,7 @@ def main(argv):
   step_lib.use_compilation_cache()
   try:
     finetune(flags.FLAGS.config, flags.FLAGS.workdir)
-  except (config_lib.ConfigError, FormatError) as e:
+  except (config_lib.ConfigError, FormatError, FloatingPointError) as e:
     raise SystemExit(f'error: {e}') from None
 
 
