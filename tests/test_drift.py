@@ -34,6 +34,16 @@ def setup(tmp_path_factory):
   return config, tokenizer, model, params, importance, drift.sample(config, tokenizer), folder
 
 
+def _with(config, **overrides):
+  """A copy of the module's config with `overrides`; the original stays
+  as the other tests expect it."""
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  return config
+
+
 def _torch_mean_vectors(folder, ids, mask):
   bert = transformers.BertModel.from_pretrained(folder).eval()
   with torch.no_grad():
@@ -77,13 +87,11 @@ def test_model_drift_matches_hf_pytorch(setup):
 def test_drift_is_one_for_an_uncorrupted_input(setup):
   config, tokenizer, model, params, importance, s, folder = setup
   clean = dict(s, input_ids=s['original_ids'])
-  with config.unlocked():
-    config.token_drop.keep_rate = 1.0  # Nothing dropped: the full path.
+  config = _with(config, **{'token_drop.keep_rate': 1.0})  # The full path.
   out = drift.make_model_drift(config, model)(params, importance, clean)
   np.testing.assert_allclose([float(out['drift_masked']), float(out['drift_dropped'])],
                              1.0, atol=1e-5)
-  with config.unlocked():
-    config.drift.encoder = folder
+  config = _with(config, **{'drift.encoder': folder})
   out = drift.EncoderDrift(config, tokenizer, clean)(params, importance, clean)
   np.testing.assert_allclose([float(out['drift_masked']), float(out['drift_dropped'])],
                              1.0, atol=1e-5)
@@ -97,8 +105,7 @@ def _torch_text_vectors(folder, texts):
 
 def test_encoder_drift_reads_the_corrupted_text(setup, tmp_path):
   config, tokenizer, _, params, importance, s, folder = setup
-  with config.unlocked():
-    config.drift.encoder = folder
+  config = _with(config, **{'drift.encoder': folder})
   out = drift.EncoderDrift(config, tokenizer, s)(params, importance, s)
   every = s['attention_mask'] > 0
   # Whole words in, the same ids back: the text is what the tokens say.
