@@ -110,7 +110,9 @@ class SyntheticSource:
       texts = [s.text for s in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc)]
       for ids in self.tokenizer(texts, add_special_tokens=False)['input_ids']:
         if len(tokens) + len(ids) > room:
-          return self._frame(tokens)
+          # A sentence longer than a block is cut, not left out: else the
+          # block would be empty ([CLS] [SEP]) at short seq_len.
+          return self._frame(tokens or ids[:room])
         tokens.extend(ids)
     return self._frame(tokens)
 

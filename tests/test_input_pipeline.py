@@ -43,6 +43,9 @@ def test_packed_blocks_are_framed_and_deterministic(tokenizer):
     inner = row[1:n - 1]
     assert not np.isin(inner, tok.all_special_ids).any()
     assert tok.decode(inner).endswith('.')   # whole sentences only
+  # At a seq_len shorter than some sentences, no block is left empty.
+  short = input_pipeline.SyntheticSource(tok, 12, seed=0)
+  assert all((short.block(i) != tok.pad_token_id).sum() > 2 for i in range(100))
 
 
 def test_masking_statistics(tokenizer):
