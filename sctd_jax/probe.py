@@ -187,11 +187,16 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
-def plot(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
-  """A panel per task with a curve per run: accuracy over layers (Figures 4, 8)."""
+def plot(results: dict[str, dict[str, dict[str, float]]], path: str,
+         dropped: tuple[int, int] | None = None) -> None:
+  """A panel per task with a curve per run: accuracy over layers (Figures 4,
+  8), with the token-dropping layers `dropped` (first, last; from 1) shaded
+  as the paper marks them."""
   tasks = list(dict.fromkeys(task for result in results.values() for task in result))
   fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
   for ax, task in zip(axes[0], tasks):
+    if dropped:
+      ax.axvspan(dropped[0] - 0.5, dropped[1] + 0.5, color='0.9', label='dropped layers')
     for name, result in results.items():
       if task in result:
         layers = sorted(result[task], key=int)

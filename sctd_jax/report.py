@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax import probe
 
@@ -260,6 +261,15 @@ def _panels(count: int):
   return fig, axes[0]
 
 
+def dropped_layers(runs: list[Run]) -> tuple[int, int] | None:
+  """(first, last) layer, from 1, that the first token-dropping run drops."""
+  for run in runs:
+    if run.config.method != 'baseline':
+      first, last = config_lib.drop_layers(run.config)
+      return first + 1, last + 1
+  return None
+
+
 def plot_validation(runs: list[Run], path: str) -> None:
   """Validation MLM loss over steps and over training hours (quality per time)."""
   fig, (by_step, by_hour) = _panels(2)
@@ -369,7 +379,8 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
            "Test accuracy of a linear probe on each layer's sentence vectors: "
            'the last layer, and the best layer.', '',
            *probe_table(runs), '']
-    probe.plot({run.name: run.probe for run in runs if run.probe}, figure('probe.png'))
+    probe.plot({run.name: run.probe for run in runs if run.probe}, figure('probe.png'),
+               dropped_layers(runs))
     figures.append(('Probing accuracy by layer', 'probe.png'))
   gaps = absent(runs)
   if gaps:
