@@ -210,11 +210,6 @@ def summarize(config, task: tasks.Task, runs: list[dict]) -> dict:
           'per_seed': per_seed}
 
 
-def _write_json(path: str, value) -> None:
-  with open(path, 'w') as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-
-
 def load_arrays(config, task: tasks.Task, tokenizer):
   """Encoded training examples (the first `data.max_train_examples`) and
   [(split, encoded examples)] of every validation split."""
@@ -244,8 +239,8 @@ def finetune(config, workdir: str) -> dict:
   num_examples = len(train_arrays[tasks.LABEL])
   t = resolve_train(config, task, num_examples)
   os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, 'config.json'),
-              {**config.to_dict(), 'train': t.to_dict()})
+  reporting.write_json(os.path.join(workdir, 'config.json'),
+                       {**config.to_dict(), 'train': t.to_dict()})
   logging.info('%s: %d training examples, %d steps of %d at lr %g, from %s.',
                task.name, num_examples, t.num_steps, t.batch_size, t.learning_rate,
                config.init)
@@ -277,7 +272,7 @@ def finetune(config, workdir: str) -> dict:
     runs.append(scores)
 
   results = summarize(config, task, runs)
-  _write_json(os.path.join(workdir, 'eval_results.json'), results)
+  reporting.write_json(os.path.join(workdir, 'eval_results.json'), results)
   logging.info('%s over %d seeds: %s', task.name, len(runs), ', '.join(
       f'{name} {results[name]:.4f} ± {results["std"][name]:.4f}' for name in runs[0]))
   return results

@@ -20,7 +20,6 @@ inits, DIR/<name>/probe.json for each and one DIR/probe.png comparing them.
 """
 
 import functools
-import json
 import os
 from typing import NamedTuple
 
@@ -205,15 +204,14 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: str,
     ax.set(title=task, xlabel='layer', ylabel='probe test accuracy')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
+  save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes `fig` as a PNG (the report's figures too) and frees it."""
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
-
-
-def write_json(result: dict, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=2)
 
 
 def define_flags() -> None:
@@ -247,7 +245,7 @@ def main(argv):
       logging.info('Probe test accuracy of %s:\n%s', path, format_table(results[name]))
       # Written as soon as known, so a later init's failure keeps this one.
       folder = os.path.join(out, name) if len(inits) > 1 else out
-      write_json(results[name], os.path.join(folder, 'probe.json'))
+      reporting.write_json(os.path.join(folder, 'probe.json'), results[name])
   except (ProbeError, FormatError, checkpointing.CheckpointMismatch) as e:
     raise SystemExit(f'error: {e}') from None
   plot(results, os.path.join(out, 'probe.png'))

@@ -250,12 +250,6 @@ def probe_table(runs: list[Run]) -> list[str]:
   return _table(['task', *(run.name for run in runs)], rows)
 
 
-def _save(fig, path: str) -> None:
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def _panels(count: int):
   fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.6), squeeze=False)
   return fig, axes[0]
@@ -284,7 +278,7 @@ def plot_validation(runs: list[Run], path: str) -> None:
   by_step.set(xlabel='step', ylabel='validation MLM loss (nats)')
   by_hour.set(xlabel='training hours', ylabel='validation MLM loss (nats)')
   by_step.legend(fontsize='small')
-  _save(fig, path)
+  probe.save_figure(fig, path)
 
 
 def plot_train_loss(runs: list[Run], path: str) -> None:
@@ -294,7 +288,7 @@ def plot_train_loss(runs: list[Run], path: str) -> None:
     ax.plot(steps, values, color=f'C{i}', label=f'{run.name} ({run.config.method})')
   ax.set(xlabel='step', ylabel='training loss')
   ax.legend(fontsize='small')
-  _save(fig, path)
+  probe.save_figure(fig, path)
 
 
 def plot_drift(runs: list[Run], keys: list[str], path: str) -> None:
@@ -307,7 +301,7 @@ def plot_drift(runs: list[Run], keys: list[str], path: str) -> None:
         ax.plot(steps, values, color=f'C{i}', marker='.', label=run.name)
     ax.set(title=key, xlabel='step', ylabel='cosine similarity to the original')
     ax.legend(fontsize='small')
-  _save(fig, path)
+  probe.save_figure(fig, path)
 
 
 def plot_finetune(runs: list[Run], path: str) -> None:
@@ -330,7 +324,7 @@ def plot_finetune(runs: list[Run], path: str) -> None:
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set(title=task, ylabel='validation score')
     ax.legend(fontsize='small')
-  _save(fig, path)
+  probe.save_figure(fig, path)
 
 
 def absent(runs: list[Run]) -> list[str]:

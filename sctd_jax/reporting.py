@@ -35,6 +35,13 @@ def summarize(step: int, per_step: list[dict], seconds: float,
   return row
 
 
+def write_json(path: str, value) -> None:
+  """`value` as indented JSON at `path`, its folder made if needed."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(value, f, indent=2)
+
+
 def truncate_metrics(workdir: str, step: int) -> None:
   """Drops metrics.jsonl rows after `step`: a resumed run redoes those steps."""
   path = os.path.join(workdir, 'metrics.jsonl')
