@@ -22,7 +22,7 @@ setup(
         'tensorboardX>=2.6',
         'tqdm>=4.66',
         'matplotlib>=3.8',
-        'scikit-learn>=1.3',  # Linear probes (sctd_jax.probe).
+        'scikit-learn>=1.3',  # Linear probes (sctd_jax.evals.probe).
         'scipy>=1.10',
     ],
     extras_require={

@@ -1,6 +1,6 @@
 """Fine-tuning a pretrained model on a GLUE, SuperGLUE or built-in task.
 
-python -m sctd_jax.finetune --config configs/finetune.py --workdir OUT \
+python -m sctd_jax.evals.finetune --config configs/finetune.py --workdir OUT \
     --config.init=runs/tiny --config.task=tense
 
 `init` is a pretraining workdir or a Hugging Face BERT folder. -1 in train.*

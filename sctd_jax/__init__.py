@@ -10,6 +10,6 @@ __version__ = '0.1.0'
 def __getattr__(name):
   # Imported on first use, so `import sctd_jax` does not start JAX.
   if name == 'load_pretrained':
-    from sctd_jax.pretrained import load_pretrained
+    from sctd_jax.hf.load import load_pretrained
     return load_pretrained
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -17,7 +17,6 @@ import statistics
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import jax
 from jax.sharding import NamedSharding
@@ -26,28 +25,15 @@ from ml_collections import config_flags
 import numpy as np
 
 from sctd_jax import checkpointing
+from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
-from sctd_jax import input_pipeline
+from sctd_jax.data import pipeline
+from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax import models
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file giving the shape (default: config.bench_config(); '
-    'configs/bench.py is the same and takes --config.KEY overrides).')
-_JSON = flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
-_CYCLES = flags.DEFINE_integer(
-    'cycles', 5, 'Timed cycles of Fi steps per method; 0 compiles only and '
-    'reports memory per device.')
-_HF = flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
-_DATA = flags.DEFINE_bool(
-    'data', False, "Instead of step times, the input pipeline's tokens/s alone "
-    '(the config\'s data.source and tokenizer), one process, no model.')
-_CHECKPOINT = flags.DEFINE_string(
-    'checkpoint', None, 'Instead of step times, time saving and restoring an '
-    'Orbax checkpoint of the train state of this shape in this scratch directory.')
 
 METHODS = ('baseline', 'token_drop', 'sctd')
 
@@ -80,7 +66,7 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict]:
     c = config.copy_and_resolve_references()
     c.method = method
     model = models.BertForMaskedLM(
-        models.BertConfig.from_config(c, c.model.vocab_size))
+        step_lib.model_config(c, c.model.vocab_size))
     importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
     state, state_sharding = step_lib.create_sharded_train_state(
         c, model, importance, jax.random.PRNGKey(0), mesh)
@@ -149,7 +135,7 @@ def time_hf_pytorch(config, steps: int) -> list[float] | None:
 def time_checkpoint(config, directory: str) -> dict:
   """Seconds the train loop is blocked by a save, seconds until the save is
   on disk, its size, and seconds to restore it (what a resume costs)."""
-  model = models.BertForMaskedLM(models.BertConfig.from_config(config, config.model.vocab_size))
+  model = models.BertForMaskedLM(step_lib.model_config(config, config.model.vocab_size))
   importance = token_drop.init_importance(config.model.vocab_size, [2, 3, 4], [0])
   state = step_lib.create_train_state(config, model, importance, jax.random.PRNGKey(0))
   # Adam's moments start at zero and would compress away; a trained run's do not.
@@ -230,31 +216,49 @@ def format_table(result: dict) -> str:
   return '\n'.join(lines)
 
 
+def define_flags() -> None:
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file giving the shape (default: config.bench_config(); '
+      'configs/bench.py is the same and takes --config.KEY overrides).')
+  flags.DEFINE_string('json', None, 'Also write the results here as JSON.')
+  flags.DEFINE_integer(
+      'cycles', 5, 'Timed cycles of Fi steps per method; 0 compiles only and '
+      'reports memory per device.')
+  flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
+  flags.DEFINE_bool(
+      'data', False, "Instead of step times, the input pipeline's tokens/s alone "
+      '(the config\'s data.source and tokenizer), one process, no model.')
+  flags.DEFINE_string(
+      'checkpoint', None, 'Instead of step times, time saving and restoring an '
+      'Orbax checkpoint of the train state of this shape in this scratch directory.')
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value or config_lib.bench_config()
+  del argv
+  args = flags.FLAGS
+  config = args.config or config_lib.bench_config()
   if config.model.vocab_size == -1:
     config.model.vocab_size = 30522  # BERT's uncased vocabulary.
-  if _DATA.value:
+  if args.data:
     with tempfile.TemporaryDirectory() as scratch:
-      tokenizer = input_pipeline.load_or_fit_tokenizer(config, scratch)
-      rate = input_pipeline.measure_throughput(config, tokenizer, num_batches=20)
-    print(json.dumps(dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
-                          source=config.data.source, seq_len=config.data.seq_len,
-                          batch_size=config.train.batch_size,
-                          pipeline_tokens_per_s=rate), indent=2))
-  elif _CHECKPOINT.value:
+      tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, scratch)
+      rate = pipeline.measure_throughput(config, tokenizer, num_batches=20)
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
-                  checkpoint=time_checkpoint(config, _CHECKPOINT.value))
+                  source=config.data.source, seq_len=config.data.seq_len,
+                  batch_size=config.train.batch_size, pipeline_tokens_per_s=rate)
+    print(json.dumps(result, indent=2))
+  elif args.checkpoint:
+    result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
+                  checkpoint=time_checkpoint(config, args.checkpoint))
     print(json.dumps(result, indent=2))
   else:
-    result = run(config, _CYCLES.value, _HF.value)
-    print(format_table(result) if _CYCLES.value else json.dumps(result, indent=2))
-  if _JSON.value:
-    with open(_JSON.value, 'w') as f:
+    result = run(config, args.cycles, args.hf)
+    print(format_table(result) if args.cycles else json.dumps(result, indent=2))
+  if args.json:
+    with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  define_flags()
+  cli.run(main)

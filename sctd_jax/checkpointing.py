@@ -15,11 +15,13 @@ import time
 from absl import logging
 import orbax.checkpoint as ocp
 
+from sctd_jax import cli
+
 SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
               'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(cli.UserError):
   """A checkpoint written for another model shape or vocabulary."""
 
 

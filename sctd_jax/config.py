@@ -10,6 +10,8 @@ import os
 
 import ml_collections
 
+from sctd_jax import cli
+
 METHODS = ('baseline', 'token_drop', 'sctd')
 KL_NORMALIZERS = ('batch', 'masked_tokens')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
@@ -131,7 +133,7 @@ def bench_config() -> ml_collections.ConfigDict:
   return c
 
 
-class ConfigError(ValueError):
+class ConfigError(cli.UserError):
   """A config value that cannot run; the message names the key."""
 
 
@@ -247,8 +249,3 @@ def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:
   last = c.token_drop.last_layer
   return (num_layers // 2 - 1 if first == -1 else first,
           num_layers - 2 if last == -1 else last)
-
-
-def keep_count(seq_len: int, keep_rate: float) -> int:
-  """k = round(S * keep_rate), the static number of kept tokens."""
-  return max(1, int(round(seq_len * keep_rate)))

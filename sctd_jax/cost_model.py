@@ -9,6 +9,7 @@ projected once per key token, so a layer whose queries are a subset costs
 """
 
 from sctd_jax import config as config_lib
+from sctd_jax import token_drop
 
 
 def layer_flops(d: int, inter: int, n_q: int, n_kv: int) -> float:
@@ -20,7 +21,7 @@ def forward_flops(config, dropped: bool) -> float:
   m, S = config.model, config.data.seq_len
   d, inter = m.hidden_size, m.intermediate_size
   vocab = config.model.vocab_size if config.model.vocab_size > 0 else 30522
-  k = config_lib.keep_count(S, config.token_drop.keep_rate)
+  k = token_drop.keep_count(S, config.token_drop.keep_rate)
   first, last = config_lib.drop_layers(config)
   total = config.data.max_predictions * (2 * d * d + 2 * d * vocab)
   for i in range(m.num_layers):

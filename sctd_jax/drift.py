@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sctd_jax import config as config_lib
-from sctd_jax import input_pipeline
+from sctd_jax.data import pipeline
 from sctd_jax import representations
 from sctd_jax import token_drop
 
@@ -31,7 +31,7 @@ def sample(config, tokenizer) -> dict:
   `original_ids` (the masked targets put back). Built as one process would, so
   every process of a multi-host run holds the same sample."""
   n = config.drift.sentences
-  rows = input_pipeline.batches(config, tokenizer, 'validation', 0,
+  rows = pipeline.batches(config, tokenizer, 'validation', 0,
                                 process_index=0, process_count=1)
   parts = []
   while sum(len(p['input_ids']) for p in parts) < n:
@@ -45,7 +45,7 @@ def sample(config, tokenizer) -> dict:
 
 def kept_indices(importance, input_ids, keep_rate: float):
   """The positions token dropping keeps, chosen as in validation."""
-  k = config_lib.keep_count(input_ids.shape[1], keep_rate)
+  k = token_drop.keep_count(input_ids.shape[1], keep_rate)
   return token_drop.select_kept(importance, input_ids, k, jax.random.PRNGKey(0))
 
 

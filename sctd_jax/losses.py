@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# Terms of Eq. 4 that only some steps have; NaN in the step, null in logs.
+OPTIONAL_METRICS = ('mlm_drop', 'mlm_full', 'kl_global', 'kl_local')
+
 
 class MLMLoss(NamedTuple):
   mean: jax.Array          # Scalar: summed loss / number of real targets.

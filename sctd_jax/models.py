@@ -44,23 +44,6 @@ class BertConfig:
   first_drop_layer: int = 5
   last_drop_layer: int = 10
 
-  @classmethod
-  def from_config(cls, config, vocab_size: int) -> 'BertConfig':
-    from sctd_jax import config as config_lib
-    m = config.model
-    first, last = config_lib.drop_layers(config)
-    return cls(
-        vocab_size=vocab_size, hidden_size=m.hidden_size,
-        num_layers=m.num_layers, num_heads=m.num_heads,
-        intermediate_size=m.intermediate_size,
-        max_position_embeddings=m.max_position_embeddings,
-        type_vocab_size=m.type_vocab_size, hidden_act=m.hidden_act,
-        dropout_rate=m.dropout_rate,
-        attention_dropout_rate=m.attention_dropout_rate,
-        layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-        dtype=jnp.dtype(m.dtype), remat=m.remat, first_drop_layer=first,
-        last_drop_layer=last)
-
 
 ACTIVATIONS = {
     'gelu': lambda x: nn.gelu(x, approximate=False),
@@ -343,3 +326,8 @@ class BertForSequenceClassification(nn.Module):
     pooled = nn.Dropout(self.cfg.dropout_rate)(pooled, deterministic=deterministic)
     logits = _dense(self.cfg, self.num_labels, ('embed', None), 'classifier')(pooled)
     return logits.astype(jnp.float32)
+
+
+def init_params(model: nn.Module, rng: jax.Array):
+  """Plain float32 params of `model` (logical-axis metadata stripped)."""
+  return nn.meta.unbox(model.init(rng, jnp.zeros((1, 8), jnp.int32))['params'])

@@ -8,8 +8,8 @@ A sentence vector pools one layer's hidden states over the real tokens:
 import jax
 import jax.numpy as jnp
 
-from sctd_jax import models
 from sctd_jax.config import POOLINGS
+from sctd_jax import models
 
 
 def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:

@@ -9,7 +9,6 @@ branch.
 """
 
 import functools
-import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -27,8 +26,6 @@ from sctd_jax import token_drop
 # Batch layout produced by the input pipeline; P = data.max_predictions.
 BATCH_KEYS = ('input_ids', 'token_type_ids', 'attention_mask',   # [B, S]
               'mlm_positions', 'mlm_ids', 'mlm_weights')         # [B, P]
-# Terms of Eq. 4 that only some steps have; NaN in the step, null in logs.
-OPTIONAL_METRICS = ('mlm_drop', 'mlm_full', 'kl_global', 'kl_local')
 
 
 class TrainState(train_state.TrainState):
@@ -36,14 +33,6 @@ class TrainState(train_state.TrainState):
   token-importance table (state, not a parameter) and the base RNG key."""
   importance: jax.Array
   rng: jax.Array
-
-
-def use_compilation_cache() -> None:
-  """Keeps compiled programs on disk (`$SCTD_JAX_COMPILATION_CACHE`, default
-  ~/.cache/sctd_jax/xla), so a restart or another seed does not recompile."""
-  jax.config.update('jax_compilation_cache_dir', os.environ.get(
-      'SCTD_JAX_COMPILATION_CACHE',
-      os.path.join(os.path.expanduser('~'), '.cache', 'sctd_jax', 'xla')))
 
 
 def learning_rate_schedule(t) -> optax.Schedule:
@@ -71,17 +60,29 @@ def make_optimizer(t) -> optax.GradientTransformation:
   return adamw
 
 
-def init_params(model: models.BertForMaskedLM, rng: jax.Array):
-  """Plain float32 params (logical-axis metadata stripped)."""
-  ids = jnp.zeros((1, 8), jnp.int32)
-  return nn.meta.unbox(model.init(rng, ids)['params'])
+def model_config(config, vocab_size: int) -> models.BertConfig:
+  """The model's own config from the run's (the model never reads the run
+  config), with the token-dropping layers resolved."""
+  m = config.model
+  first, last = config_lib.drop_layers(config)
+  return models.BertConfig(
+      vocab_size=vocab_size, hidden_size=m.hidden_size,
+      num_layers=m.num_layers, num_heads=m.num_heads,
+      intermediate_size=m.intermediate_size,
+      max_position_embeddings=m.max_position_embeddings,
+      type_vocab_size=m.type_vocab_size, hidden_act=m.hidden_act,
+      dropout_rate=m.dropout_rate,
+      attention_dropout_rate=m.attention_dropout_rate,
+      layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
+      dtype=jnp.dtype(m.dtype), remat=m.remat, first_drop_layer=first,
+      last_drop_layer=last)
 
 
 def create_train_state(config, model: models.BertForMaskedLM,
                        importance: jax.Array, rng: jax.Array) -> TrainState:
   params_rng, step_rng = jax.random.split(rng)
   state = TrainState.create(
-      apply_fn=model.apply, params=init_params(model, params_rng),
+      apply_fn=model.apply, params=models.init_params(model, params_rng),
       tx=make_optimizer(config.train), importance=importance, rng=step_rng)
   # An array step, not Python's 0, so the first call has the signature of
   # every later one and the step compiles once.
@@ -119,7 +120,7 @@ def _losses(model, config, params, batch, keep_indices, rng, branch: str,
                            num_targets)
 
   nan = jnp.full((), jnp.nan, jnp.float32)
-  metrics = dict.fromkeys(OPTIONAL_METRICS, nan)
+  metrics = dict.fromkeys(losses.OPTIONAL_METRICS, nan)
   drop_key, full_key = jax.random.split(rng)
   if branch == 'full':
     full = mlm(forward(None, full_key))
@@ -177,7 +178,7 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
     select_key, dropout_key = jax.random.split(rng)
     keep_indices = None
     if method != 'baseline':
-      k = config_lib.keep_count(batch['input_ids'].shape[1],
+      k = token_drop.keep_count(batch['input_ids'].shape[1],
                                 config.token_drop.keep_rate)
       keep_indices = token_drop.select_kept(state.importance,
                                             batch['input_ids'], k, select_key)
@@ -224,7 +225,7 @@ def make_eval_step(model: models.BertForMaskedLM, config):
       return jnp.sum(mlm.per_token * batch['mlm_weights'])
     out = dict(full=loss_sum(None), count=jnp.sum(batch['mlm_weights']))
     if config.method != 'baseline':
-      k = config_lib.keep_count(batch['input_ids'].shape[1],
+      k = token_drop.keep_count(batch['input_ids'].shape[1],
                                 config.token_drop.keep_rate)
       out['drop'] = loss_sum(token_drop.select_kept(
           state.importance, batch['input_ids'], k, jax.random.PRNGKey(0)))

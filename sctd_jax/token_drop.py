@@ -65,3 +65,8 @@ def update_importance(importance: jax.Array, target_ids: jax.Array,
   updated = beta * importance + (1.0 - beta) * mean_loss
   return jax.lax.stop_gradient(
       jnp.where((count > 0) & ~frozen, updated, importance))
+
+
+def keep_count(seq_len: int, keep_rate: float) -> int:
+  """k = round(S * keep_rate), the static number of kept tokens."""
+  return max(1, int(round(seq_len * keep_rate)))

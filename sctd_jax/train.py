@@ -7,7 +7,6 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -17,20 +16,19 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 from sctd_jax import checkpointing
+from sctd_jax import cli
 from sctd_jax import config as config_lib
+from sctd_jax.data import pipeline
+from sctd_jax.data import sources
+from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax import drift as drift_lib
-from sctd_jax import input_pipeline
+from sctd_jax.hf import load as hf_load
+from sctd_jax import metrics_log
 from sctd_jax import models
-from sctd_jax import pretrained
-from sctd_jax import reporting
-from sctd_jax import step as step_lib
 from sctd_jax import sharding
+from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file with get_config(), e.g. configs/tiny.py.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory of the run.')
 
 def resolve_vocab_size(config, tokenizer) -> int:
   """model.vocab_size: the tokenizer's size, or a larger explicit size."""
@@ -48,10 +46,10 @@ def shared_tokenizer(config, workdir: str):
   """Process 0 loads or fits the tokenizer and saves it in the workdir (a
   filesystem all processes share); the others then load that one."""
   if jax.process_index() == 0:
-    tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
+    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
   multihost_utils.sync_global_devices('tokenizer saved')
   if jax.process_index() != 0:
-    tokenizer = input_pipeline.load_or_fit_tokenizer(config, workdir)
+    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
   return tokenizer
 
 
@@ -66,8 +64,8 @@ def setup(config, workdir: str, mesh):
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
     config.model.vocab_size = vocab_size
-  model = models.BertForMaskedLM(models.BertConfig.from_config(config, vocab_size))
-  allow, deny = input_pipeline.special_ids(tokenizer)
+  model = models.BertForMaskedLM(step_lib.model_config(config, vocab_size))
+  allow, deny = tokenizer_lib.special_ids(tokenizer)
   importance = token_drop.init_importance(vocab_size, allow, deny,
                                           config.token_drop.importance_init)
   state, state_sharding = step_lib.create_sharded_train_state(
@@ -79,9 +77,9 @@ def setup(config, workdir: str, mesh):
     state, data_state = restored
     position = data_state['position']
   elif config.init_from:
-    state = pretrained.warm_start(config, model, tokenizer, state)
+    state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
-    reporting.truncate_metrics(workdir, int(state.step))
+    metrics_log.truncate_metrics(workdir, int(state.step))
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, state_sharding, position, checkpointer
@@ -100,7 +98,7 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
-  step_lib.use_compilation_cache()
+  cli.use_compilation_cache()
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
       config, workdir, mesh)
@@ -113,13 +111,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                config.method, 'resuming' if first_step else 'starting', first_step)
   logging.info('Unigram entropy of the validation tokens: %.3f nats (a model '
                'that ignores context scores this MLM loss).',
-               input_pipeline.unigram_entropy(
-                   input_pipeline.make_source(config, tokenizer, 'validation')))
+               pipeline.unigram_entropy(
+                   sources.make_source(config, tokenizer, 'validation')))
   eval_step = step_lib.make_eval_step(model, config)
-  val = input_pipeline.batches(config, tokenizer, 'validation')
+  val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
   drift = drift_lib.make_drift(config, model, tokenizer)
-  train_batches = input_pipeline.batches(config, tokenizer, 'train', position)
+  train_batches = pipeline.batches(config, tokenizer, 'train', position)
 
   batch = to_global(next(train_batches))
   started = time.perf_counter()
@@ -132,7 +130,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   shape = checkpointing.model_shape(config)
   stop = checkpointing.StopRequest()
-  reporter = reporting.Reporter(workdir, first_step, t.num_steps,
+  reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
@@ -148,7 +146,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       # Rows are written (and losses checked for NaN) before any save.
       if done % t.log_every == 0 or evaluating or saving:
         pending = jax.device_get(pending)  # Waits for the steps to finish.
-        row = reporting.summarize(done, pending, time.perf_counter() - last_time,
+        row = metrics_log.summarize(done, pending, time.perf_counter() - last_time,
                                   tokens_per_step)
         if evaluating:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
@@ -174,19 +172,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return row
 
 
+def define_flags() -> None:
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file with get_config(), e.g. configs/tiny.py.',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Directory of the run.')
+
+
 def main(argv):
-  reporting.quiet_library_logs()
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
-  try:
-    config_lib.validate(config)
-    sharding.maybe_initialize_distributed(config.mesh.init_timeout_s)
-    train_and_evaluate(config, _WORKDIR.value)
-  except (config_lib.ConfigError, checkpointing.CheckpointMismatch) as e:
-    raise SystemExit(f'error: {e}') from None
+  del argv
+  config = flags.FLAGS.config
+  config_lib.validate(config)
+  sharding.maybe_initialize_distributed(config.mesh.init_timeout_s)
+  train_and_evaluate(config, flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  define_flags()
+  cli.run(main, required=['config', 'workdir'])

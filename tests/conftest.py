@@ -13,6 +13,7 @@ import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import models
+from sctd_jax import step as step_lib
 
 VOCAB = 97
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -55,7 +56,7 @@ def config():
 
 
 def make_model(config):
-  return models.BertForMaskedLM(models.BertConfig.from_config(config, config.model.vocab_size))
+  return models.BertForMaskedLM(step_lib.model_config(config, config.model.vocab_size))
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -8,14 +8,14 @@ import transformers
 
 from conftest import tiny_config
 from sctd_jax import config as config_lib
+from sctd_jax.data import synthetic
+from sctd_jax.data.tokenizer import fit_tokenizer
+from sctd_jax.data.tokenizer import special_ids
 from sctd_jax import drift
-from sctd_jax import export
+from sctd_jax.hf import save as export
 from sctd_jax import models
-from sctd_jax import step
-from sctd_jax import synthetic
+from sctd_jax import step as step_lib
 from sctd_jax import token_drop
-from sctd_jax.tokenizer import fit_tokenizer
-from sctd_jax.tokenizer import special_ids
 
 
 @pytest.fixture(scope='module')
@@ -26,8 +26,8 @@ def setup(tmp_path_factory):
   tokenizer = fit_tokenizer(texts, 300)
   config = tiny_config(**{'model.vocab_size': len(tokenizer), 'data.seq_len': 32,
                           'data.max_predictions': 6, 'drift.sentences': 6})
-  model = models.BertForMaskedLM(models.BertConfig.from_config(config, len(tokenizer)))
-  params = step.init_params(model, jax.random.PRNGKey(0))
+  model = models.BertForMaskedLM(step_lib.model_config(config, len(tokenizer)))
+  params = models.init_params(model, jax.random.PRNGKey(0))
   folder = str(tmp_path_factory.mktemp('hf'))
   export.write_hf_folder(folder, model.cfg, params, tokenizer)
   importance = token_drop.init_importance(len(tokenizer), *special_ids(tokenizer))

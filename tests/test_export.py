@@ -19,10 +19,11 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 from sctd_jax import config as config_lib
-from sctd_jax import export
-from sctd_jax import hf_format
-from sctd_jax import input_pipeline
-from sctd_jax import pretrained
+from sctd_jax.data import pipeline
+from sctd_jax.data import tokenizer as tokenizer_lib
+from sctd_jax.hf import format as hf_format
+from sctd_jax.hf import load as hf_load
+from sctd_jax.hf import save as export
 from test_train import ROOT, SMALL
 
 # Baseline: the smallest step to compile; what is exported does not depend
@@ -101,7 +102,7 @@ def test_hf_pytorch_loads_the_export_cleanly_and_gives_our_logits(run, out):
   info = _loading_info(transformers.AutoModelForMaskedLM, out)
   assert not any(info.values()), info   # missing, unexpected, mismatched, errors
   hf = transformers.AutoModelForMaskedLM.from_pretrained(out).eval()
-  model, params, _ = pretrained.load_pretrained(str(run))
+  model, params, _ = hf_load.load_pretrained(str(run))
   ids, segments, mask = _inputs(model.cfg.vocab_size)
   ours = np.asarray(model.apply({'params': params}, ids, segments, mask))
   with torch.no_grad():
@@ -129,7 +130,7 @@ def test_fill_mask_pipeline_agrees_with_our_model(out):
   text = f'the old man {fill.tokenizer.mask_token} the letter yesterday .'
   predictions = fill(text, top_k=5)
   assert len(predictions) == 5 and all(0 < p['score'] < 1 for p in predictions)
-  model, params, tokenizer = pretrained.load_pretrained(str(out))
+  model, params, tokenizer = hf_load.load_pretrained(str(out))
   enc = tokenizer(text, return_tensors='np')
   logits = model.apply({'params': params}, enc['input_ids'], enc['token_type_ids'],
                        enc['attention_mask'])
@@ -146,7 +147,7 @@ def test_exported_tokenizer_tokenizes_like_the_runs(run, out):
 
 
 def test_export_import_export_is_the_identity(out, tmp_path):
-  model, params, tokenizer = pretrained.load_pretrained(str(out))
+  model, params, tokenizer = hf_load.load_pretrained(str(out))
   export.write_hf_folder(tmp_path, model.cfg, params, tokenizer)
   first = safetensors.numpy.load_file(out / 'model.safetensors')
   second = safetensors.numpy.load_file(tmp_path / 'model.safetensors')
@@ -163,7 +164,7 @@ def test_step_flag_exports_that_checkpoint(run, out, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'step 5 ' in result.stdout
   written = safetensors.numpy.load_file(tmp_path / 'model.safetensors')
-  step5 = pretrained.load_workdir(str(run), 5)
+  step5 = hf_load.load_workdir(str(run), 5)
   assert step5.step == 5
   expected = export.hf_tensors(step5.params, hf_format.to_hf_config(step5.model.cfg))
   for name, value in expected.items():
@@ -189,7 +190,7 @@ def test_export_errors_name_the_problem(run, tmp_path):
 
 
 def test_import_takes_tied_copies_legacy_names_and_a_pooler(run, out):
-  step10 = pretrained.load_workdir(str(run))
+  step10 = hf_load.load_workdir(str(run))
   tensors = hf_format.to_hf_state_dict(step10.params)   # tied copies, pooler
   tensors = {k.replace('LayerNorm.weight', 'LayerNorm.gamma')
               .replace('LayerNorm.bias', 'LayerNorm.beta'): v for k, v in tensors.items()}
@@ -216,7 +217,7 @@ def test_import_takes_tied_copies_legacy_names_and_a_pooler(run, out):
      'cls.predictions.decoder.weight differs from bert.embeddings.word_embeddings'),
 ])
 def test_import_refuses_tensors_that_do_not_fit(run, out, change, message):
-  cfg = pretrained.load_workdir(str(run)).model.cfg
+  cfg = hf_load.load_workdir(str(run)).model.cfg
   assert cfg.vocab_size == 400 and cfg.hidden_size == 32
   tensors = safetensors.numpy.load_file(out / 'model.safetensors')
   change(tensors)
@@ -225,7 +226,7 @@ def test_import_refuses_tensors_that_do_not_fit(run, out, change, message):
 
 
 def test_export_check_refuses_a_tree_hf_does_not_have(run):
-  step10 = pretrained.load_workdir(str(run))
+  step10 = hf_load.load_workdir(str(run))
   hf_config = hf_format.to_hf_config(step10.model.cfg)
   params = jax.tree.map(np.asarray, step10.params)
   del params['bert']['encoder']['layer']['3']['attention']['self']['key']['bias']
@@ -254,8 +255,8 @@ def test_init_from_starts_a_run_from_the_exported_params(out, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Loaded 74 tensors from {out}' in result.stderr
   assert 'initialised afresh: bert.pooler.dense.bias, bert.pooler.dense.weight' in result.stderr
-  _, started, tokenizer = pretrained.load_pretrained(str(tmp_path))
-  _, exported, exported_tokenizer = pretrained.load_pretrained(str(out))
+  _, started, tokenizer = hf_load.load_pretrained(str(tmp_path))
+  _, exported, exported_tokenizer = hf_load.load_pretrained(str(out))
   jax.tree.map(np.testing.assert_array_equal, started, exported)
   assert tokenizer.get_vocab() == exported_tokenizer.get_vocab()
 
@@ -272,7 +273,7 @@ def test_init_from_refuses_another_shape_naming_the_key(out, tmp_path):
 def test_init_from_refuses_a_workdir_tokenizer_of_another_vocabulary(run, out):
   config = ml_collections.ConfigDict(json.load(open(run / 'config.json')))
   config.init_from = str(out)
-  other = input_pipeline.fit_tokenizer(['a few other words'] * 10, vocab_size=100)
-  model = pretrained.load_workdir(str(run)).model
+  other = tokenizer_lib.fit_tokenizer(['a few other words'] * 10, vocab_size=100)
+  model = hf_load.load_workdir(str(run)).model
   with pytest.raises(config_lib.ConfigError, match='tokenizer differs'):
-    pretrained.warm_start(config, model, other, state=None)
+    hf_load.warm_start(config, model, other, state=None)

@@ -12,13 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-from sctd_jax import finetune
+from sctd_jax.config import ConfigError
+from sctd_jax.data import synthetic
+from sctd_jax.evals import finetune
+from sctd_jax.evals import metrics as glue_metrics
+from sctd_jax.evals import tasks
 from sctd_jax import load_pretrained
 from sctd_jax import models
-from sctd_jax import glue_metrics
-from sctd_jax import synthetic
-from sctd_jax import tasks
-from sctd_jax.config import ConfigError
 from test_train import ROOT, SMALL
 
 
@@ -117,7 +117,7 @@ def _stsb_files(tmp_path):
 def test_regression_from_local_files_through_the_cli(pretrained, tmp_path):
   train, validation = _stsb_files(tmp_path)
   out = tmp_path / 'out'
-  result = _cli('sctd_jax.finetune', '--config', 'configs/finetune.py', '--workdir', out,
+  result = _cli('sctd_jax.evals.finetune', '--config', 'configs/finetune.py', '--workdir', out,
                 f'--config.init={pretrained}', '--config.task=stsb',
                 '--config.data.max_length=32', '--config.train.num_steps=6',
                 '--config.train.learning_rate=1e-3', '--config.train.eval_batch_size=16',
@@ -136,7 +136,7 @@ def test_regression_from_local_files_through_the_cli(pretrained, tmp_path):
 
 
 def test_cli_refuses_a_bad_task_by_key(pretrained, tmp_path):
-  result = _cli('sctd_jax.finetune', '--config', 'configs/finetune.py', '--workdir',
+  result = _cli('sctd_jax.evals.finetune', '--config', 'configs/finetune.py', '--workdir',
                 tmp_path, f'--config.init={pretrained}', '--config.task=qnli')
   assert result.returncode != 0
   assert "config key task='qnli' is invalid" in result.stderr, result.stderr[-2000:]

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from sctd_jax import hf_format
+from sctd_jax.hf import format as hf_format
 from sctd_jax import models
-from sctd_jax import step
+from sctd_jax import step as step_lib
 from conftest import random_batch, tiny_config
 
 torch = pytest.importorskip('torch')
@@ -15,9 +15,9 @@ transformers = pytest.importorskip('transformers')
 
 def test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments():
   config = tiny_config()
-  cfg = models.BertConfig.from_config(config, config.model.vocab_size)
+  cfg = step_lib.model_config(config, config.model.vocab_size)
   model = models.BertForMaskedLM(cfg)
-  params = step.init_params(model, jax.random.PRNGKey(0))
+  params = models.init_params(model, jax.random.PRNGKey(0))
   # Non-zero biases and LayerNorm params, so a wrong mapping cannot hide.
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))

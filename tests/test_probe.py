@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sctd_jax import export
+from sctd_jax.data import synthetic
+from sctd_jax.data import tokenizer as tokenizer_lib
+from sctd_jax.evals import probe
+from sctd_jax.hf import load as hf_load
+from sctd_jax.hf import save as export
 from sctd_jax import models
-from sctd_jax import pretrained
-from sctd_jax import probe
-from sctd_jax import synthetic
-from sctd_jax import tokenizer as tokenizer_lib
 from test_train import ROOT
 
 NUM_LAYERS = 2
@@ -64,7 +64,7 @@ def model_folder(tmp_path_factory, data):
 
 
 def test_probe_finds_a_planted_word_and_not_random_labels(model_folder, data):
-  model, params, tokenizer = pretrained.load_pretrained(str(model_folder))
+  model, params, tokenizer = hf_load.load_pretrained(str(model_folder))
   tasks = probe.load_tasks([str(data / 'planted.txt'), str(data / 'random.txt')])
   result = probe.probe(model, params, tokenizer, tasks, 'mean', 32)
   assert set(result) == {'planted', 'random'}
@@ -74,7 +74,7 @@ def test_probe_finds_a_planted_word_and_not_random_labels(model_folder, data):
 
 
 def test_builtin_tasks_give_an_accuracy_per_task_and_layer(model_folder):
-  model, params, tokenizer = pretrained.load_pretrained(str(model_folder))
+  model, params, tokenizer = hf_load.load_pretrained(str(model_folder))
   result = probe.probe(model, params, tokenizer, probe.load_tasks(None), 'mean', 32)
   assert list(result) == ['tense', 'subj_num']
   for accuracies in result.values():
@@ -85,7 +85,7 @@ def test_builtin_tasks_give_an_accuracy_per_task_and_layer(model_folder):
 def test_cli_compares_two_inits(model_folder, data, tmp_path):
   out = tmp_path / 'out'
   run = subprocess.run(
-      [sys.executable, '-m', 'sctd_jax.probe', '--init', str(model_folder), '--init',
+      [sys.executable, '-m', 'sctd_jax.evals.probe', '--init', str(model_folder), '--init',
        f'{model_folder}/', '--out', str(out), '--max_length', '32',
        '--data', str(data / 'planted.txt'), '--data', str(data / 'random.txt')],
       cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
-from sctd_jax import report
+from sctd_jax.evals import report
 from test_train import ROOT, SMALL
 
 FINETUNE = {'task': 'mrpc', 'init': 'x', 'num_seeds': 3, 'accuracy': 0.8125, 'f1': 0.75,
@@ -49,7 +49,7 @@ def runs(tmp_path_factory):
 def test_cli_renders_the_report_of_tiny_runs(runs, tmp_path):
   out = tmp_path / 'report'
   result = subprocess.run(
-      [sys.executable, '-m', 'sctd_jax.report', str(runs / 'baseline'), str(runs / 'token_drop'),
+      [sys.executable, '-m', 'sctd_jax.evals.report', str(runs / 'baseline'), str(runs / 'token_drop'),
        '--out', str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   md = (out / 'report.md').read_text()

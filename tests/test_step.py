@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from sctd_jax import models
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
@@ -131,9 +132,9 @@ def test_grad_accumulation_equals_one_big_batch(method):
 def test_remat_keeps_parameter_paths_and_values():
   config = tiny_config()
   remat_config = tiny_config(**{'model.remat': True})
-  params = step_lib.init_params(make_model(config), jax.random.PRNGKey(0))
+  params = models.init_params(make_model(config), jax.random.PRNGKey(0))
   remat_model = make_model(remat_config)
-  remat_params = step_lib.init_params(remat_model, jax.random.PRNGKey(0))
+  remat_params = models.init_params(remat_model, jax.random.PRNGKey(0))
   assert jax.tree.structure(params) == jax.tree.structure(remat_params)
   batch = random_batch(config)
   def loss(model, p):

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from sctd_jax import synthetic
+from sctd_jax.data import synthetic
 
 SUBORDINATORS = {'because', 'when', 'while', 'after', 'before'}
 TEMPORAL_SUBORDINATORS = SUBORDINATORS - {'because'}
@@ -94,7 +94,7 @@ def test_streams_are_deterministic_and_seeded():
 
 
 def test_independent_of_hash_randomisation():
-  code = ('from sctd_jax import synthetic as s; '
+  code = ('from sctd_jax.data import synthetic as s; '
           'print(repr((s.document(4, 9), s.labelled_sentences(4, 20), '
           's.paraphrase_pairs(4, 20))))')
   root = pathlib.Path(__file__).resolve().parents[1]

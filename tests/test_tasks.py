@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from sctd_jax import synthetic
-from sctd_jax import tasks
 from sctd_jax.config import ConfigError
+from sctd_jax.data import synthetic
+from sctd_jax.evals import tasks
 
 # Paper, Appendix A.2, Table 7: lr, batch size, steps or epochs.
 TABLE_7 = {'cola': (2e-5, 32, 2668, -1), 'mrpc': (1e-5, 32, 1148, -1),

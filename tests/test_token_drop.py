@@ -6,7 +6,7 @@ import numpy as np
 
 from sctd_jax import config as config_lib
 from sctd_jax import models
-from sctd_jax import step
+from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
 
@@ -19,8 +19,8 @@ def test_keep_rate_one_equals_full_forward_on_padded_batch():
   config = tiny_config(**{'token_drop.keep_rate': 1.0})
   model = make_model(config)
   batch = random_batch(config, pad_from=[16, 11, 7, 13])
-  params = step.init_params(model, jax.random.PRNGKey(1))
-  k = config_lib.keep_count(16, 1.0)
+  params = models.init_params(model, jax.random.PRNGKey(1))
+  k = token_drop.keep_count(16, 1.0)
   keep = token_drop.select_kept(_importance(config.model.vocab_size),
                                 batch['input_ids'], k, jax.random.PRNGKey(2))
   def run(indices):
@@ -37,7 +37,7 @@ def test_keep_rate_half_changes_the_output():
   config = tiny_config()
   model = make_model(config)
   batch = random_batch(config)
-  params = step.init_params(model, jax.random.PRNGKey(1))
+  params = models.init_params(model, jax.random.PRNGKey(1))
   keep = token_drop.select_kept(_importance(config.model.vocab_size),
                                 batch['input_ids'], 8, jax.random.PRNGKey(2))
   run = lambda idx: model.apply({'params': params}, batch['input_ids'],
@@ -127,7 +127,7 @@ def _reference_layer(p, x_q, x_kv, kv_mask, heads):
 
 def test_cross_attention_layer_matches_reference():
   config = tiny_config()
-  cfg = models.BertConfig.from_config(config, config.model.vocab_size)
+  cfg = step_lib.model_config(config, config.model.vocab_size)
   layer = models.Layer(cfg)
   rng = np.random.default_rng(3)
   x = rng.normal(size=(2, 9, 32)).astype(np.float32)
@@ -147,12 +147,12 @@ def test_dropped_forward_schedule_matches_composed_layers():
   config = tiny_config(**{'model.num_layers': 6})  # full 0-1, cross 2, kept 3-4, full 5
   model = make_model(config)
   batch = random_batch(config, pad_from=[16, 12, 16, 9])
-  params = step.init_params(model, jax.random.PRNGKey(1))
+  params = models.init_params(model, jax.random.PRNGKey(1))
   idx = np.asarray(token_drop.select_kept(_importance(config.model.vocab_size),
                                           batch['input_ids'], 8, jax.random.PRNGKey(0)))
   got = model.apply({'params': params}, batch['input_ids'], batch['token_type_ids'],
                     batch['attention_mask'], None, idx, method=model.forward)
-  cfg = models.BertConfig.from_config(config, config.model.vocab_size)
+  cfg = step_lib.model_config(config, config.model.vocab_size)
   p = jax.tree.map(np.asarray, params)
   emb = models.Embeddings(cfg).apply({'params': p['bert']['embeddings']},
                                      batch['input_ids'], batch['token_type_ids'], True)

@@ -11,7 +11,7 @@ METHODS="baseline token_drop sctd"
 mkdir -p "$RUNS"
 
 # One tokenizer for all three, so they differ only in the method.
-[ -f "$RUNS/tokenizer/tokenizer.json" ] || python -m sctd_jax.tokenizer \
+[ -f "$RUNS/tokenizer/tokenizer.json" ] || python -m sctd_jax.data.tokenizer \
   --source synthetic --out "$RUNS/tokenizer" --vocab_size 1024 --tokenizer_docs 2000
 
 # The three pretraining runs side by side, so they share the machine alike
@@ -27,10 +27,10 @@ wait
 # tasks' sentences and pairs fit in 64 tokens.
 evaluate() {
   local run=$1
-  [ -f "$run/probe/probe.json" ] || python -m sctd_jax.probe --init "$run" --out "$run/probe"
+  [ -f "$run/probe/probe.json" ] || python -m sctd_jax.evals.probe --init "$run" --out "$run/probe"
   for task in tense subj_num paraphrase; do
     [ -f "$run/finetune/$task/eval_results.json" ] || \
-      python -m sctd_jax.finetune --config configs/finetune.py \
+      python -m sctd_jax.evals.finetune --config configs/finetune.py \
         --workdir "$run/finetune/$task" --config.init="$run" --config.task="$task" \
         --config.num_seeds=3 --config.data.max_length=64
   done
@@ -45,5 +45,5 @@ wait
 [ -f docs/results/bench.json ] || python -m sctd_jax.bench --config configs/experiment.py \
   --config.model.vocab_size=1024 --hf=false --json docs/results/bench.json
 
-python -m sctd_jax.report "$RUNS/baseline" "$RUNS/token_drop" "$RUNS/sctd" \
+python -m sctd_jax.evals.report "$RUNS/baseline" "$RUNS/token_drop" "$RUNS/sctd" \
   --out docs/results

@@ -1,6 +1,6 @@
 """Batches for the train loop: blocks of a corpus, dynamically masked on the host.
 
-The corpora and their packing live in `data_sources`, the tokenizer in
+The corpora and their packing live in `sources`, the tokenizer in
 `tokenizer`. Global sample `p` of a split is block `p` of its source, masked
 with an RNG keyed by (seed, split, p), all in NumPy (DESIGN.md section 6). So
 the global batch at a position is the same whatever the number of processes,
@@ -19,17 +19,8 @@ import numpy as np
 import tokenizers
 
 from sctd_jax import config as config_lib
-from sctd_jax.data_sources import SPLITS
-from sctd_jax.data_sources import make_source
-from sctd_jax.data_sources import SyntheticSource
-from sctd_jax.tokenizer import fit_tokenizer
-from sctd_jax.tokenizer import load_or_fit_tokenizer
-from sctd_jax.tokenizer import special_ids
-
-# The names other modules call this module by.
-__all__ = ['Masker', 'SyntheticSource', 'batches', 'fit_tokenizer', 'load_or_fit_tokenizer',
-           'make_batch', 'make_source', 'measure_throughput', 'prefetch', 'special_ids',
-           'unigram_entropy']
+from sctd_jax.data.sources import make_source
+from sctd_jax.data.sources import SPLITS
 
 
 def continues_word(tokenizer) -> np.ndarray:

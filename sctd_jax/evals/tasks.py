@@ -2,7 +2,7 @@
 hyper-parameters (Appendix A.2, Table 7).
 
 A task's examples come from the Hugging Face Hub, from the built-in grammar
-(`sctd_jax.synthetic`, offline) or from local files. Every source gives GLUE's
+(`sctd_jax.data.synthetic`, offline) or from local files. Every source gives GLUE's
 column names: the task's text columns (`sentence`; `sentence1`, `sentence2`;
 MNLI's `premise`, `hypothesis`; BoolQ's `question`, `passage`) and `label`,
 an integer class or, for a regression task (one label), a float.
@@ -16,8 +16,8 @@ from typing import Callable, NamedTuple
 
 import datasets
 
-from sctd_jax import synthetic
 from sctd_jax.config import ConfigError
+from sctd_jax.data import synthetic
 
 LABEL = 'label'
 

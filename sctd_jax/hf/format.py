@@ -19,9 +19,10 @@ import jax
 import numpy as np
 import transformers
 
+from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import models
-from sctd_jax import step
+from sctd_jax import step as step_lib
 
 TIED = {'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
         'cls.predictions.decoder.bias': 'cls.predictions.bias'}
@@ -52,7 +53,7 @@ LEGACY_SUFFIXES = {'.gamma': '.weight', '.beta': '.bias'}
 IGNORED = re.compile(r'^cls\.seq_relationship\.|(^|\.)position_ids$')
 
 
-class FormatError(ValueError):
+class FormatError(cli.UserError):
   """A folder, checkpoint or tensor set that cannot be read as or written to
   a BERT of ours or HF's; the message names the file, tensor or field."""
 
@@ -165,7 +166,7 @@ def from_hf_config(hf_config: dict) -> models.BertConfig:
   training config would add (float32 compute, the paper's drop layers)."""
   config = config_lib.base_config()
   config.model.update(model_config_values(hf_config))
-  return models.BertConfig.from_config(config, config.model.vocab_size)
+  return step_lib.model_config(config, config.model.vocab_size)
 
 
 class Imported(NamedTuple):
@@ -209,7 +210,7 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
   check_tensors(tensors, {**hf_bert_shapes(hf_config), **pooler}, optional=pooler)
 
   model = models.BertForMaskedLM(cfg)
-  init = lambda rng: step.init_params(model, rng)
+  init = lambda rng: models.init_params(model, rng)
   template = flax.traverse_util.flatten_dict(
       jax.eval_shape(init, jax.random.PRNGKey(seed)))
   fresh = [path for path in template if hf_name(path)[0] not in tensors]

@@ -19,10 +19,10 @@ import pytest
 import transformers
 
 from sctd_jax import config as config_lib
-from sctd_jax import data_sources
-from sctd_jax import input_pipeline
-from sctd_jax import synthetic
-from sctd_jax import tokenizer as tokenizer_lib
+from sctd_jax.data import pipeline
+from sctd_jax.data import sources
+from sctd_jax.data import synthetic
+from sctd_jax.data import tokenizer as tokenizer_lib
 from conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,8 +81,8 @@ def epoch_blocks(source):
 
 def test_each_file_type_reads_its_documents(corpus):
   root, text = corpus
-  read = [d['text'] for d in data_sources.read_files(
-      data_sources.match_files(str(root / '*')), 'text')]
+  read = [d['text'] for d in sources.read_files(
+      sources.match_files(str(root / '*')), 'text')]
   # Lines of a .txt document are kept, blank runs separate documents, a
   # missing value is an empty document.
   assert [' '.join(t.split()) for t in read] == text[:60] + [''] + text[60:]
@@ -92,8 +92,8 @@ def test_packing_loses_no_token_and_frames_every_block(corpus, tok, tmp_path, ca
   root, text = corpus
   config = config_for(f'files:{root}/*', tmp_path)
   with caplog.at_level(logging.INFO):
-    train = input_pipeline.make_source(config, tok, 'train')
-    val = input_pipeline.make_source(config, tok, 'validation')
+    train = sources.make_source(config, tok, 'train')
+    val = sources.make_source(config, tok, 'validation')
   # The last 10% of the 91 documents (10) are held out; the empty one is in train.
   got = [[unframe(tok, b) for b in epoch_blocks(s)] for s in (train, val)]
   assert sorted(got[0]) == expected_chunks(tok, text[:80])
@@ -109,7 +109,7 @@ def test_packing_loses_no_token_and_frames_every_block(corpus, tok, tmp_path, ca
 
 def test_epochs_reshuffle_the_same_blocks(corpus, tok, tmp_path):
   root, _ = corpus
-  source = input_pipeline.make_source(config_for(f'files:{root}/*', tmp_path), tok)
+  source = sources.make_source(config_for(f'files:{root}/*', tmp_path), tok)
   n = source.num_blocks
   first, second = epoch_blocks(source), [source.block(n + i) for i in range(n)]
   key = lambda rows: sorted(map(tuple, rows))
@@ -128,7 +128,7 @@ def test_hf_sources_match_the_same_documents_as_files(corpus, tok, tmp_path):
   overrides = {'data.text_column': 'body', 'data.validation_source': f'hf:{hub}@validation'}
   config = config_for(f'hf:{hub}', tmp_path, **overrides)
   blocks = lambda c, split: sorted(unframe(tok, b) for b in epoch_blocks(
-      input_pipeline.make_source(c, tok, split)))
+      sources.make_source(c, tok, split)))
   assert blocks(config, 'train') == expected_chunks(tok, text[:50])
   assert blocks(config, 'validation') == expected_chunks(tok, text[50:])
   saved = config_for(f'hf:{tmp_path}/saved', tmp_path, **{'data.text_column': 'body'})
@@ -139,7 +139,7 @@ def test_streaming_packs_like_the_cached_path_and_resumes(corpus, tok, tmp_path)
   root, text = corpus
   config = config_for(f'files:{root}/*.parquet', tmp_path, **{
       'data.streaming': True, 'data.validation_source': f'files:{root}/b.jsonl'})
-  source = input_pipeline.make_source(config, tok)
+  source = sources.make_source(config, tok)
   chunks = expected_chunks(tok, text[60:])
   first = [unframe(tok, source.block(i)) for i in range(2 * len(chunks))]
   # The documents of one epoch in a shuffled order: the same tokens, cut elsewhere.
@@ -148,9 +148,9 @@ def test_streaming_packs_like_the_cached_path_and_resumes(corpus, tok, tmp_path)
   assert first[:len(chunks)] != first[len(chunks):2 * len(chunks)]
   assert unframe(tok, source.block(len(chunks) + 3)) == first[len(chunks) + 3]
   assert unframe(tok, source.block(2)) == first[2]   # replays from the start
-  run = input_pipeline.batches(config, tok)
+  run = pipeline.batches(config, tok)
   run = [next(run) for _ in range(3)]
-  resumed = next(input_pipeline.batches(config, tok, position=2 * config.train.batch_size))
+  resumed = next(pipeline.batches(config, tok, position=2 * config.train.batch_size))
   for key in resumed:
     np.testing.assert_array_equal(resumed[key], run[2][key])
 
@@ -159,8 +159,8 @@ def test_streaming_packs_like_the_cached_path_and_resumes(corpus, tok, tmp_path)
 def test_process_shards_are_disjoint_and_complete(corpus, tok, tmp_path, count):
   root, _ = corpus
   config = config_for(f'files:{root}/*', tmp_path, **{'train.batch_size': 8})
-  whole = input_pipeline.batches(config, tok, position=24, process_index=0, process_count=1)
-  shards = [input_pipeline.batches(config, tok, position=24, process_index=i, process_count=count)
+  whole = pipeline.batches(config, tok, position=24, process_index=0, process_count=1)
+  shards = [pipeline.batches(config, tok, position=24, process_index=i, process_count=count)
             for i in range(count)]
   for _ in range(3):
     want = next(whole)
@@ -168,18 +168,18 @@ def test_process_shards_are_disjoint_and_complete(corpus, tok, tmp_path, count):
     for key in want:
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), want[key])
   with pytest.raises(config_lib.ConfigError, match='train.batch_size'):
-    input_pipeline.batches(config, tok, process_index=0, process_count=3)
+    pipeline.batches(config, tok, process_index=0, process_count=3)
 
 
 def test_resume_crosses_epochs_exactly(corpus, tok, tmp_path):
   root, _ = corpus
   config = config_for(f'files:{root}/*', tmp_path, **{'train.batch_size': 16})
-  source = input_pipeline.make_source(config, tok)
+  source = sources.make_source(config, tok)
   steps = source.num_blocks // 16 + 2   # past the end of epoch 0
-  run = input_pipeline.batches(config, tok)
+  run = pipeline.batches(config, tok)
   run = [next(run) for _ in range(steps)]
   for step in (1, steps - 2, steps - 1):
-    resumed = next(input_pipeline.batches(config, tok, position=step * 16))
+    resumed = next(pipeline.batches(config, tok, position=step * 16))
     for key in resumed:
       np.testing.assert_array_equal(resumed[key], run[step][key])
 
@@ -192,8 +192,8 @@ def test_tokens_are_cached_per_corpus_and_tokenizer(corpus, tok, tmp_path):
   files.mkdir()
   (files / 'a.txt').write_text('\n\n'.join(text[:20]))
   config = config_for(f'files:{files}/*.txt', tmp_path, **{'data.num_proc': 2})
-  tokenize = lambda t: data_sources.tokenize(
-      *data_sources.load_documents(data_sources.parse_source(config.data.source), config.data),
+  tokenize = lambda t: sources.tokenize(
+      *sources.load_documents(sources.parse_source(config.data.source), config.data),
       t, config.data).cache_files
   cached = tokenize(tok)
   assert len(cached) == 2 and cached == tokenize(tok)
@@ -207,12 +207,12 @@ def test_tokenizer_cli_and_config_fit_the_same_vocabulary(corpus, tmp_path):
   root, text = corpus
   out = tmp_path / 'vocab'
   run = subprocess.run(
-      [sys.executable, '-m', 'sctd_jax.tokenizer', '--source', f'files:{root}/*.jsonl',
+      [sys.executable, '-m', 'sctd_jax.data.tokenizer', '--source', f'files:{root}/*.jsonl',
        '--out', str(out), '--vocab_size', '250'],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
   cli = transformers.AutoTokenizer.from_pretrained(out)
-  fitted = input_pipeline.load_or_fit_tokenizer(config_for(
+  fitted = tokenizer_lib.load_or_fit_tokenizer(config_for(
       f'files:{root}/*.jsonl', tmp_path, **{'data.vocab_size': 250, 'data.tokenizer_docs': -1,
                                             'data.validation_fraction': 0.001}),
       str(tmp_path / 'run1'))
@@ -221,7 +221,7 @@ def test_tokenizer_cli_and_config_fit_the_same_vocabulary(corpus, tmp_path):
   ids = cli(text[31], add_special_tokens=False)['input_ids']
   assert cli.unk_token_id not in ids
   # data.tokenizer=DIR loads it into the run's workdir.
-  loaded = input_pipeline.load_or_fit_tokenizer(
+  loaded = tokenizer_lib.load_or_fit_tokenizer(
       config_for(f'files:{root}/*', tmp_path, **{'data.tokenizer': str(out)}),
       str(tmp_path / 'run2'))
   assert loaded.get_vocab() == cli.get_vocab()
@@ -248,29 +248,29 @@ def write(tmp_path, name, content):
 def test_bad_files_fail_naming_the_file(tok, tmp_path, name, content, message):
   path = str(tmp_path / 'bad' / name) if content is None else write(tmp_path, name, content)
   config = config_for(f'files:{path}', tmp_path)
-  with pytest.raises(data_sources.DataError, match=message) as error:
-    input_pipeline.batches(config, tok)
+  with pytest.raises(sources.DataError, match=message) as error:
+    pipeline.batches(config, tok)
   assert name in str(error.value)
 
 
 def test_parquet_and_hf_without_the_text_column_are_named(tok, tmp_path):
   path = tmp_path / 'x.parquet'
   pq.write_table(pa.table({'body': ['a cow.']}), path)
-  with pytest.raises(data_sources.DataError, match="x.parquet: no column 'text'"):
-    input_pipeline.make_source(config_for(f'files:{path}', tmp_path), tok)
+  with pytest.raises(sources.DataError, match="x.parquet: no column 'text'"):
+    sources.make_source(config_for(f'files:{path}', tmp_path), tok)
   datasets.DatasetDict(train=datasets.Dataset.from_dict({'body': ['a cow.']})).save_to_disk(
       str(tmp_path / 'saved'))
-  with pytest.raises(data_sources.DataError, match="no column 'text' \\(data.text_column\\)"):
-    input_pipeline.make_source(config_for(f'hf:{tmp_path}/saved', tmp_path), tok)
-  with pytest.raises(data_sources.DataError, match='could not be loaded'):
-    input_pipeline.make_source(config_for(f'hf:{tmp_path}/saved@test', tmp_path), tok)
+  with pytest.raises(sources.DataError, match="no column 'text' \\(data.text_column\\)"):
+    sources.make_source(config_for(f'hf:{tmp_path}/saved', tmp_path), tok)
+  with pytest.raises(sources.DataError, match='could not be loaded'):
+    sources.make_source(config_for(f'hf:{tmp_path}/saved@test', tmp_path), tok)
 
 
 def test_undecodable_bytes_are_replaced_and_counted(tok, tmp_path, caplog):
   text = ' '.join(docs(3)).encode()
   path = write(tmp_path, 'latin.txt', text + b' caf\xe9 \xff\xfe end.\n\n' + text)
   with caplog.at_level(logging.WARNING):
-    read = [d['text'] for d in data_sources.read_files([path], 'text')]
+    read = [d['text'] for d in sources.read_files([path], 'text')]
   assert len(read) == 2 and 'caf\ufffd \ufffd\ufffd end.' in read[0]
   assert f'{path}: 3 undecodable byte sequence(s)' in caplog.text
 
@@ -281,10 +281,10 @@ def test_tokenizer_without_mask_is_refused_by_name(tok, tmp_path):
   broken.save_pretrained(tmp_path / 'nomask')
   config = config_for('synthetic', tmp_path, **{'data.tokenizer': str(tmp_path / 'nomask')})
   with pytest.raises(config_lib.ConfigError, match='data.tokenizer.*mask_token'):
-    input_pipeline.load_or_fit_tokenizer(config, str(tmp_path / 'run'))
+    tokenizer_lib.load_or_fit_tokenizer(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run' / 'tokenizer').exists()
   with pytest.raises(config_lib.ConfigError, match="data.tokenizer='/no/such'"):
-    input_pipeline.load_or_fit_tokenizer(
+    tokenizer_lib.load_or_fit_tokenizer(
         config_for('synthetic', tmp_path, **{'data.tokenizer': '/no/such'}), str(tmp_path / 'r'))
 
 

@@ -5,8 +5,11 @@ import pytest
 import tokenizers
 import transformers
 
-from sctd_jax import input_pipeline
-from sctd_jax import synthetic
+from sctd_jax import config as config_lib
+from sctd_jax.data import pipeline
+from sctd_jax.data import sources
+from sctd_jax.data import synthetic
+from sctd_jax.data import tokenizer as tokenizer_lib
 from conftest import tiny_config
 
 
@@ -14,7 +17,7 @@ from conftest import tiny_config
 def tokenizer(tmp_path_factory):
   config = tiny_config(**{'data.vocab_size': 600, 'data.tokenizer_docs': 300})
   workdir = str(tmp_path_factory.mktemp('run'))
-  return input_pipeline.load_or_fit_tokenizer(config, workdir), workdir
+  return tokenizer_lib.load_or_fit_tokenizer(config, workdir), workdir
 
 
 def test_tokenizer_is_saved_and_reloads_identically(tokenizer):
@@ -23,18 +26,18 @@ def test_tokenizer_is_saved_and_reloads_identically(tokenizer):
   text = synthetic.document(0, 12345)[0].text
   assert tok(text)['input_ids'] == again(text)['input_ids']
   assert again.unk_token_id not in again(text, add_special_tokens=False)['input_ids']
-  allow, deny = input_pipeline.special_ids(again)
+  allow, deny = tokenizer_lib.special_ids(again)
   assert set(allow) == {again.cls_token_id, again.sep_token_id, again.mask_token_id}
   assert deny == [again.pad_token_id]
 
 
 def test_packed_blocks_are_framed_and_deterministic(tokenizer):
   tok, _ = tokenizer
-  source = input_pipeline.SyntheticSource(tok, 64, seed=0)
+  source = sources.SyntheticSource(tok, 64, seed=0)
   a, b = source.block(3), source.block(3)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(source.block(4), a)
-  val = input_pipeline.SyntheticSource(tok, 64, seed=0, split='validation')
+  val = sources.SyntheticSource(tok, 64, seed=0, split='validation')
   assert not np.array_equal(val.block(3), a)
   for row in (source.block(i) for i in range(20)):
     n = int((row != tok.pad_token_id).sum())
@@ -44,13 +47,13 @@ def test_packed_blocks_are_framed_and_deterministic(tokenizer):
     assert not np.isin(inner, tok.all_special_ids).any()
     assert tok.decode(inner).endswith('.')   # whole sentences only
   # At a seq_len shorter than some sentences, no block is left empty.
-  short = input_pipeline.SyntheticSource(tok, 12, seed=0)
+  short = sources.SyntheticSource(tok, 12, seed=0)
   assert all((short.block(i) != tok.pad_token_id).sum() > 2 for i in range(100))
 
 
 def test_masking_statistics(tokenizer):
   tok, _ = tokenizer
-  masker = input_pipeline.Masker(tok, probability=0.15, max_predictions=40)
+  masker = pipeline.Masker(tok, probability=0.15, max_predictions=40)
   rng = np.random.default_rng(0)
   B, S = 3000, 128
   ids = rng.choice(masker.random_ids, (B, S)).astype(np.int32)
@@ -83,7 +86,7 @@ def test_masking_statistics(tokenizer):
 
 def test_masking_caps_at_max_predictions_and_handles_empty_rows(tokenizer):
   tok, _ = tokenizer
-  masker = input_pipeline.Masker(tok, probability=0.5, max_predictions=5)
+  masker = pipeline.Masker(tok, probability=0.5, max_predictions=5)
   ids = np.full((2, 32), 100, np.int32)
   ids[1] = tok.pad_token_id
   ids[:, 0] = tok.cls_token_id
@@ -101,7 +104,7 @@ def test_whole_word_masking_keeps_word_pieces_together(tokenizer):
                           constant_values=tok.pad_token_id) for x in ids]).astype(np.int32)
   pieces = np.array([t.startswith('##') for t in tok.convert_ids_to_tokens(range(len(tok)))])
   assert pieces[rows].mean() > 0.15   # enough split words to test on
-  masker = input_pipeline.Masker(tok, 0.15, max_predictions=20, whole_word=True)
+  masker = pipeline.Masker(tok, 0.15, max_predictions=20, whole_word=True)
   out = masker(rows, [np.random.default_rng([rng.integers(1 << 30)]) for _ in rows])
   target = np.zeros(rows.shape, bool)
   np.put_along_axis(target, out['mlm_positions'], out['mlm_weights'] > 0, axis=1)
@@ -122,16 +125,16 @@ def test_whole_word_masking_refuses_a_tokenizer_without_word_pieces():
   bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token='[UNK]'))
   tok = transformers.PreTrainedTokenizerFast(
       tokenizer_object=bpe, unk_token='[UNK]', mask_token='[MASK]', pad_token='[PAD]')
-  with pytest.raises(ValueError, match='data.whole_word_masking'):
-    input_pipeline.Masker(tok, 0.15, 5, whole_word=True)
+  with pytest.raises(config_lib.ConfigError, match='data.whole_word_masking'):
+    pipeline.Masker(tok, 0.15, 5, whole_word=True)
 
 
 def test_batches_resume_at_any_position(tokenizer):
   tok, workdir = tokenizer
   config = tiny_config(**{'data.seq_len': 64, 'data.max_predictions': 10})
-  first = input_pipeline.batches(config, tok, position=0)
+  first = pipeline.batches(config, tok, position=0)
   run = [next(first) for _ in range(4)]
-  resumed = next(input_pipeline.batches(config, tok, position=2 * config.train.batch_size))
+  resumed = next(pipeline.batches(config, tok, position=2 * config.train.batch_size))
   for key in run[2]:
     np.testing.assert_array_equal(resumed[key], run[2][key])
   assert run[2]['input_ids'].shape == (config.train.batch_size, 64)
@@ -143,13 +146,13 @@ def test_tokenizer_without_mask_token_is_refused(tokenizer):
   broken = transformers.BertTokenizerFast(tokenizer_object=tok.backend_tokenizer,
                                           mask_token=None)
   broken.mask_token = None
-  with pytest.raises(ValueError, match='mask_token'):
-    input_pipeline.special_ids(broken)
+  with pytest.raises(config_lib.ConfigError, match='mask_token'):
+    tokenizer_lib.special_ids(broken)
 
 
 def test_unigram_entropy_matches_direct_count(tokenizer):
   tok, _ = tokenizer
-  source = input_pipeline.SyntheticSource(tok, 64, seed=0)
+  source = sources.SyntheticSource(tok, 64, seed=0)
   counts = {}
   for i in range(20):
     for t in source.block(i):
@@ -157,5 +160,5 @@ def test_unigram_entropy_matches_direct_count(tokenizer):
         counts[t] = counts.get(t, 0) + 1
   total = sum(counts.values())
   want = -sum(c / total * np.log(c / total) for c in counts.values())
-  assert input_pipeline.unigram_entropy(source, 20) == pytest.approx(want, rel=1e-9)
+  assert pipeline.unigram_entropy(source, 20) == pytest.approx(want, rel=1e-9)
   assert want > 3.0   # a vocabulary of hundreds of words in use

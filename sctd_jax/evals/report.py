@@ -2,10 +2,10 @@
 5, validation MLM loss per step and per hour (Figure 6), semantic drift
 (Figure 3), probing (Figures 4 and 8) and fine-tuning (Tables 2 and 6).
 
-  python -m sctd_jax.report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]
+  python -m sctd_jax.evals.report RUN_DIR [RUN_DIR ...] --out DIR [--baseline NAME]
 
 Reads each training workdir's config.json and metrics.jsonl and, where they
-exist, probe/probe.json (written by `sctd_jax.probe --out RUN_DIR/probe`) and
+exist, probe/probe.json (written by `sctd_jax.evals.probe --out RUN_DIR/probe`) and
 finetune/TASK/eval_results.json. Writes DIR/report.md and the figures it
 links, each only when some run has its data: val_mlm.png, train_loss.png,
 drift.png, probe.png, finetune.png. A run is named by its directory's
@@ -27,16 +27,17 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
-from sctd_jax import probe
+from sctd_jax.evals import probe
 
 # Keys each metrics.jsonl row needs for the budget and the loss curves.
 ROW_KEYS = ('step', 'loss', 'step_time_s')
 MISSING = '—'
 
 
-class ReportError(ValueError):
+class ReportError(cli.UserError):
   """A run directory that cannot be reported; the message names the path."""
 
 
@@ -101,7 +102,7 @@ def read_metrics(workdir: str) -> list[dict]:
 def training_hours(rows: list[dict]) -> np.ndarray:
   """Hours of training up to each row, the budget of Tables 2 and 5: the
   steps since the previous row times their step_time_s, which excludes
-  compilation and evaluation (reporting.summarize)."""
+  compilation and evaluation (metrics_log.summarize)."""
   steps = np.array([r['step'] for r in rows], np.float64)
   step_time = np.array([r['step_time_s'] for r in rows], np.float64)
   return np.cumsum(np.diff(steps, prepend=0.0) * step_time) / 3600
@@ -121,7 +122,7 @@ def read_probe(workdir: str) -> dict | None:
   if not (isinstance(result, dict) and all(
       isinstance(acc, dict) and all(layer.isdigit() for layer in acc)
       for acc in result.values())):
-    raise ReportError(f'{path} is not {{task: {{layer: accuracy}}}} as sctd_jax.probe writes.')
+    raise ReportError(f'{path} is not {{task: {{layer: accuracy}}}} as sctd_jax.evals.probe writes.')
   return result
 
 
@@ -387,25 +388,21 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
 
 
 def define_flags() -> None:
-  """Defined when run as a CLI only, as in `probe`."""
   flags.DEFINE_string('out', None, 'Directory for report.md and its figures.')
   flags.DEFINE_string('baseline', None, "Run (directory basename) to compare "
                       "against; default: the run of method 'baseline'.")
-  flags.mark_flags_as_required(['out'])
 
 
 def main(argv):
   if len(argv) < 2:
-    raise app.UsageError('Give one or more training workdirs (RUN_DIR ...).')
+    raise ReportError('give one or more training workdirs: '
+                      'python -m sctd_jax.evals.report RUN_DIR ... --out DIR')
   args = flags.FLAGS
-  try:
-    runs = load_runs(argv[1:])
-    path = write_report(runs, args.out, find_baseline(runs, args.baseline))
-  except ReportError as e:
-    raise SystemExit(f'error: {e}') from None
+  runs = load_runs(argv[1:])
+  path = write_report(runs, args.out, find_baseline(runs, args.baseline))
   print(f'Wrote {path}.')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, required=['out'], positional=True)

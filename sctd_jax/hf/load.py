@@ -21,10 +21,10 @@ import transformers
 
 from sctd_jax import checkpointing
 from sctd_jax import config as config_lib
-from sctd_jax import hf_format
+from sctd_jax.hf import format as hf_format
+from sctd_jax.hf.format import FormatError
 from sctd_jax import models
 from sctd_jax import step as step_lib
-from sctd_jax.hf_format import FormatError
 
 # config.model keys that change what the weights compute; dropout and the
 # initializer range may differ between the source and a continued run.
@@ -71,7 +71,7 @@ def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
       raise FormatError(f'No checkpoint for step {step} in {directory}; '
                         f'available steps: {", ".join(map(str, steps))}.')
     vocab_size = config.model.vocab_size
-    model = models.BertForMaskedLM(models.BertConfig.from_config(config, vocab_size))
+    model = models.BertForMaskedLM(step_lib.model_config(config, vocab_size))
     abstract = jax.eval_shape(lambda: step_lib.create_train_state(
         config, model, jnp.zeros(vocab_size), jax.random.PRNGKey(0)))
     restored = checkpointer.restore(abstract, checkpointing.model_shape(config), step)

@@ -1,6 +1,6 @@
 """Layer-wise linear probing: paper section 2.2 (Figure 4) and section 4.4 (Figure 8).
 
-  python -m sctd_jax.probe --init RUN [--init RUN2 ...] --out DIR \
+  python -m sctd_jax.evals.probe --init RUN [--init RUN2 ...] --out DIR \
       [--data past_present.txt ...] [--pooling mean|cls] [--max_length 64]
 
 Each init (a training workdir or an HF BERT folder) encodes every sentence on
@@ -23,7 +23,6 @@ import functools
 import os
 from typing import NamedTuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -36,12 +35,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 import tqdm
 
-from sctd_jax import checkpointing
-from sctd_jax import pretrained
-from sctd_jax import reporting
+from sctd_jax import cli
+from sctd_jax.data import synthetic
+from sctd_jax.hf import load as hf_load
+from sctd_jax import metrics_log
 from sctd_jax import representations
-from sctd_jax import synthetic
-from sctd_jax.hf_format import FormatError
 
 SPLITS = ('tr', 'va', 'te')  # SentEval's train, dev and test.
 # Disjoint seeds, so the splits are independent draws of the grammar.
@@ -51,7 +49,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 BATCH_SIZE = 128
 
 
-class ProbeError(ValueError):
+class ProbeError(cli.UserError):
   """Probing data or flags that cannot be used; the message names them."""
 
 
@@ -215,8 +213,6 @@ def save_figure(fig, path: str) -> None:
 
 
 def define_flags() -> None:
-  """Defined when run as a CLI only: `report` imports this module and has
-  its own --out."""
   flags.DEFINE_multi_string(
       'init', None, 'Training workdir or HF BERT folder to probe; repeat to compare runs.')
   flags.DEFINE_string('out', None, 'Directory for probe.json and probe.png.')
@@ -226,32 +222,26 @@ def define_flags() -> None:
   flags.DEFINE_enum('pooling', 'mean', representations.POOLINGS,
                     'Sentence vector of a layer: mean over tokens or [CLS].')
   flags.DEFINE_integer('max_length', 64, 'Tokens per sentence (padded, truncated).')
-  flags.mark_flags_as_required(['init', 'out'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  reporting.quiet_library_logs()
+  del argv
   args = flags.FLAGS
   inits, out = args.init, args.out
   results = {}
-  try:
-    tasks = load_tasks(args.data)
-    for name, path in zip(run_names(inits), inits):
-      model, params, tokenizer = pretrained.load_pretrained(path)
-      results[name] = probe(model, params, tokenizer, tasks, args.pooling,
-                            args.max_length)
-      logging.info('Probe test accuracy of %s:\n%s', path, format_table(results[name]))
-      # Written as soon as known, so a later init's failure keeps this one.
-      folder = os.path.join(out, name) if len(inits) > 1 else out
-      reporting.write_json(os.path.join(folder, 'probe.json'), results[name])
-  except (ProbeError, FormatError, checkpointing.CheckpointMismatch) as e:
-    raise SystemExit(f'error: {e}') from None
+  tasks = load_tasks(args.data)
+  for name, path in zip(run_names(inits), inits):
+    model, params, tokenizer = hf_load.load_pretrained(path)
+    results[name] = probe(model, params, tokenizer, tasks, args.pooling,
+                          args.max_length)
+    logging.info('Probe test accuracy of %s:\n%s', path, format_table(results[name]))
+    # Written as soon as known, so a later init's failure keeps this one.
+    folder = os.path.join(out, name) if len(inits) > 1 else out
+    metrics_log.write_json(os.path.join(folder, 'probe.json'), results[name])
   plot(results, os.path.join(out, 'probe.png'))
   print(f'Wrote the probe results of {len(results)} run(s) to {out}.')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, required=['init', 'out'])

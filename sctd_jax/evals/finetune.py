@@ -1,6 +1,6 @@
 """Fine-tuning on GLUE-style tasks (paper section 4, Appendix A.2):
 
-  python -m sctd_jax.finetune --config configs/finetune.py --workdir OUT \
+  python -m sctd_jax.evals.finetune --config configs/finetune.py --workdir OUT \
       --config.init=PRETRAINED --config.task=TASK
 
 PRETRAINED is a pretraining workdir or a Hugging Face BERT folder. For each
@@ -20,7 +20,6 @@ import json
 import math
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import flax.linen as nn
@@ -33,14 +32,14 @@ import numpy as np
 import optax
 import tqdm
 
+from sctd_jax import cli
 from sctd_jax import config as config_lib
-from sctd_jax import glue_metrics
+from sctd_jax.evals import metrics as glue_metrics
+from sctd_jax.evals import tasks
+from sctd_jax.hf import load as hf_load
+from sctd_jax import metrics_log
 from sctd_jax import models
-from sctd_jax import pretrained
-from sctd_jax import reporting
 from sctd_jax import step as step_lib
-from sctd_jax import tasks
-from sctd_jax.hf_format import FormatError
 
 INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 
@@ -181,7 +180,7 @@ def train(train_step, state, batches, key, t, desc: str):
         mean = float(np.mean(jax.device_get(losses)))
         losses = []
         if not math.isfinite(mean):
-          raise FloatingPointError(f'{desc}: non-finite loss {mean} at step {done}; '
+          raise metrics_log.NonFiniteLoss(f'{desc}: non-finite loss {mean} at step {done}; '
                                    'lower train.learning_rate.')
         bar.set_postfix(loss=f'{mean:.4f}', refresh=False)
   return state
@@ -230,7 +229,7 @@ def finetune(config, workdir: str) -> dict:
   and returns the eval_results dict."""
   validate(config)
   task = tasks.get(config.task)
-  mlm, pretrained_params, tokenizer = pretrained.load_pretrained(config.init)
+  mlm, pretrained_params, tokenizer = hf_load.load_pretrained(config.init)
   if config.data.max_length > mlm.cfg.max_position_embeddings:
     raise config_lib.ConfigError(
         f'config key data.max_length={config.data.max_length} is invalid: the '
@@ -239,7 +238,7 @@ def finetune(config, workdir: str) -> dict:
   num_examples = len(train_arrays[tasks.LABEL])
   t = resolve_train(config, task, num_examples)
   os.makedirs(workdir, exist_ok=True)
-  reporting.write_json(os.path.join(workdir, 'config.json'),
+  metrics_log.write_json(os.path.join(workdir, 'config.json'),
                        {**config.to_dict(), 'train': t.to_dict()})
   logging.info('%s: %d training examples, %d steps of %d at lr %g, from %s.',
                task.name, num_examples, t.num_steps, t.batch_size, t.learning_rate,
@@ -272,33 +271,25 @@ def finetune(config, workdir: str) -> dict:
     runs.append(scores)
 
   results = summarize(config, task, runs)
-  reporting.write_json(os.path.join(workdir, 'eval_results.json'), results)
+  metrics_log.write_json(os.path.join(workdir, 'eval_results.json'), results)
   logging.info('%s over %d seeds: %s', task.name, len(runs), ', '.join(
       f'{name} {results[name]:.4f} ± {results["std"][name]:.4f}' for name in runs[0]))
   return results
 
 
 def define_flags() -> None:
-  """Flags of the CLI only: importing this module (as tests do beside
-  train and export, which define --workdir too) defines none."""
   config_flags.DEFINE_config_file(
       'config', None, 'Config file with get_config(), e.g. configs/finetune.py.',
       lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for the results.')
-  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  reporting.quiet_library_logs()
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  step_lib.use_compilation_cache()
-  try:
-    finetune(flags.FLAGS.config, flags.FLAGS.workdir)
-  except (config_lib.ConfigError, FormatError, FloatingPointError) as e:
-    raise SystemExit(f'error: {e}') from None
+  del argv
+  cli.use_compilation_cache()
+  finetune(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main, required=['config', 'workdir'])

@@ -1,7 +1,7 @@
 """Pretraining corpora: where documents come from and how they become blocks.
 
 `data.source` (and `data.validation_source`) name a corpus:
-- 'synthetic': the built-in grammar corpus (`sctd_jax.synthetic`), generated
+- 'synthetic': the built-in grammar corpus (`sctd_jax.data.synthetic`), generated
   on demand;
 - 'hf:NAME[:CONFIG][@SPLIT]': `datasets.load_dataset(NAME, CONFIG,
   split=SPLIT)` (SPLIT defaults to 'train'), or a folder written by
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sctd_jax import config as config_lib
-from sctd_jax import synthetic
+from sctd_jax.data import synthetic
 
 SPLITS = {'train': 0, 'validation': 1}
 FILE_TYPES = ('.txt', '.jsonl', '.parquet')

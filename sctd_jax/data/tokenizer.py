@@ -5,23 +5,24 @@
 `data.source`; any other value is an HF tokenizer folder or Hub name. The
 same fitting runs on its own, to prepare a vocabulary once for many runs:
 
-  python -m sctd_jax.tokenizer --source 'files:corpus/*.txt' --out DIR \
+  python -m sctd_jax.data.tokenizer --source 'files:corpus/*.txt' --out DIR \
       --vocab_size 30522
 
 and a run then takes `--config.data.tokenizer=DIR`. Special-token ids always
 come from the tokenizer, never from constants.
 """
 
-import argparse
 import itertools
 import os
 
+from absl import flags
 from absl import logging
 import tokenizers
 import transformers
 
+from sctd_jax import cli
 from sctd_jax import config as config_lib
-from sctd_jax import data_sources
+from sctd_jax.data import sources
 
 SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
 
@@ -37,7 +38,7 @@ def fit_tokenizer(texts, vocab_size: int) -> transformers.PreTrainedTokenizerBas
 def fit_on_corpus(data, seed: int) -> transformers.PreTrainedTokenizerBase:
   """Fitted on the first `data.tokenizer_docs` (-1: all) training documents
   of `data.source`."""
-  texts = data_sources.texts(data, seed)
+  texts = sources.texts(data, seed)
   if data.tokenizer_docs == -1 and data.source == 'synthetic':
     raise config_lib.ConfigError('config key data.tokenizer_docs=-1 (all) cannot be '
                                  'used with the endless synthetic corpus.')
@@ -87,34 +88,31 @@ def special_ids(tokenizer) -> tuple[list[int], list[int]]:
           [tokenizer.pad_token_id])
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='python -m sctd_jax.tokenizer',
-      description='Fits the WordPiece vocabulary a run with data.tokenizer=train would.')
-  parser.add_argument('--source', required=True, help='Corpus, as data.source.')
-  parser.add_argument('--out', required=True, help='Folder to save the tokenizer in.')
-  parser.add_argument('--vocab_size', type=int, default=30522)
-  parser.add_argument('--tokenizer_docs', type=int, default=-1,
-                      help='Documents to fit on; -1: all.')
-  parser.add_argument('--text_column', default='text', help='As data.text_column.')
-  parser.add_argument('--validation_fraction', type=float, default=0.0,
-                      help='As data.validation_fraction: the last documents, not fitted on.')
-  parser.add_argument('--streaming', action='store_true', help='As data.streaming.')
-  parser.add_argument('--seed', type=int, default=0, help='Seed of the synthetic corpus.')
-  args = parser.parse_args(argv)
+def define_flags() -> None:
+  flags.DEFINE_string('source', None, 'Corpus, as data.source.')
+  flags.DEFINE_string('out', None, 'Folder to save the tokenizer in.')
+  flags.DEFINE_integer('vocab_size', 30522, 'As data.vocab_size.')
+  flags.DEFINE_integer('tokenizer_docs', -1, 'Documents to fit on; -1: all.')
+  flags.DEFINE_string('text_column', 'text', 'As data.text_column.')
+  flags.DEFINE_float('validation_fraction', 0.0,
+                     'As data.validation_fraction: the last documents, not fitted on.')
+  flags.DEFINE_bool('streaming', False, 'As data.streaming.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the synthetic corpus.')
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   data = config_lib.base_config().data
   data.update(source=args.source, vocab_size=args.vocab_size,
               tokenizer_docs=args.tokenizer_docs, text_column=args.text_column,
               validation_fraction=args.validation_fraction, streaming=args.streaming)
-  try:
-    tokenizer = fit_on_corpus(data, args.seed)
-    special_ids(tokenizer)
-  except config_lib.ConfigError as e:
-    raise SystemExit(f'error: {e}') from None
+  tokenizer = fit_on_corpus(data, args.seed)
+  special_ids(tokenizer)
   tokenizer.save_pretrained(args.out)
   print(f'Saved a tokenizer of {len(tokenizer)} tokens to {args.out}.')
 
 
 if __name__ == '__main__':
-  logging.set_verbosity(logging.INFO)
-  main()
+  define_flags()
+  cli.run(main, required=['source', 'out'])

@@ -1,7 +1,6 @@
 """What a run tells its user: metrics.jsonl, TensorBoard, log lines, progress bar."""
 
 import json
-import logging as pylogging
 import math
 import os
 
@@ -10,7 +9,8 @@ import numpy as np
 import tensorboardX
 import tqdm
 
-from sctd_jax import step as step_lib
+from sctd_jax import cli
+from sctd_jax import losses
 
 
 def summarize(step: int, per_step: list[dict], seconds: float,
@@ -27,7 +27,7 @@ def summarize(step: int, per_step: list[dict], seconds: float,
              grad_norm=float(stacked['grad_norm'].mean()),
              learning_rate=float(stacked['learning_rate'][-1]),
              sctd_step=int(stacked['sctd_step'].sum()))
-  for key in step_lib.OPTIONAL_METRICS:
+  for key in losses.OPTIONAL_METRICS:
     present = stacked[key][~np.isnan(stacked[key])]
     row[key] = float(present.mean()) if present.size else None
   row['step_time_s'] = seconds / len(per_step)
@@ -57,17 +57,8 @@ def truncate_metrics(workdir: str, step: int) -> None:
       f.writelines(keep)
 
 
-class _LibraryInfoFilter(pylogging.Filter):
-  """Keeps Orbax's and JAX's per-file INFO chatter out of our log."""
-
-  def filter(self, record):
-    return record.levelno >= pylogging.WARNING or not any(
-        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
-
-
-def quiet_library_logs() -> None:
-  """For the CLIs' main(): our INFO lines stay, the libraries' go."""
-  logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+class NonFiniteLoss(cli.UserError):
+  """The loss became NaN or infinite; the checkpoints predate it."""
 
 
 class Reporter:
@@ -92,7 +83,7 @@ class Reporter:
 
   def write(self, row: dict):
     if not math.isfinite(row.get('loss', 0.0)):
-      raise FloatingPointError(
+      raise NonFiniteLoss(
           f'Non-finite loss {row["loss"]} at step {row["step"]}. Lower '
           'train.learning_rate or set train.grad_clip_norm; the checkpoints in '
           'the workdir are from before this step.')

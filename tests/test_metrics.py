@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as sk
 
-from sctd_jax import glue_metrics
+from sctd_jax.evals import metrics as glue_metrics
 
 CASES = [(n, classes, seed) for seed in range(3) for n, classes in
          ((7, 2), (50, 2), (200, 3), (31, 5))]

@@ -1,0 +1,2 @@
+"""Evaluation of pretrained models: fine-tuning on GLUE-style tasks, layer-wise
+probing, and the report that compares runs."""
