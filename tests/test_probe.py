@@ -15,6 +15,7 @@ import pytest
 
 from sctd_jax.data import synthetic
 from sctd_jax.data import tokenizer as tokenizer_lib
+from sctd_jax.evals import plots
 from sctd_jax.evals import probe
 from sctd_jax.hf import load as hf_load
 from sctd_jax.hf import save as export
@@ -92,7 +93,8 @@ def test_cli_compares_two_inits(model_folder, data, tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   first, second = (json.load(open(out / name / 'probe.json'))
                    for name in ('random_bert', 'random_bert-2'))
-  assert first == second and list(first) == ['planted', 'random']
+  assert first == second and list(first) == ['planted', 'random', 'test_examples']
+  assert first['test_examples'] == {'planted': SIZES['te'], 'random': SIZES['te']}
   assert list(first['planted']) == ['1', '2'] and first['planted']['1'] > 0.85
   assert (out / 'probe.png').stat().st_size > 0
   assert not (out / 'probe.json').exists()
@@ -127,5 +129,5 @@ def test_bad_senteval_file_is_refused_naming_it(tmp_path, content, message):
 
 
 def test_run_names_are_unique():
-  assert probe.run_names(['a/run', 'b/run/', 'c/other', 'run']) == [
+  assert plots.run_names(['a/run', 'b/run/', 'c/other', 'run']) == [
       'run', 'run-2', 'other', 'run-3']

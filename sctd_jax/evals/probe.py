@@ -14,8 +14,9 @@ grammar's sentences, or SentEval probing files (`--data`, lines
 `split<TAB>label<TAB>sentence`, split tr/va/te, as `past_present.txt` and
 `subj_number.txt`), each task named by its file's stem.
 
-Writes DIR/probe.json, {task: {"1": accuracy, ..., "L": accuracy}} with
-layers numbered from 1 as in the figures, and DIR/probe.png; with several
+Writes DIR/probe.json, {task: {"1": accuracy, ..., "L": accuracy},
+"test_examples": {task: n}} with layers numbered from 1 as in the figures,
+and DIR/probe.png; with several
 inits, DIR/<name>/probe.json for each and one DIR/probe.png comparing them.
 """
 
@@ -26,10 +27,6 @@ from typing import NamedTuple
 from absl import flags
 from absl import logging
 import jax
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -37,6 +34,7 @@ import tqdm
 
 from sctd_jax import cli
 from sctd_jax.data import synthetic
+from sctd_jax.evals import plots
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import representations
@@ -101,19 +99,6 @@ def load_tasks(paths: list[str] | None) -> dict[str, dict[str, Split]]:
   if len(set(names)) < len(names):
     raise ProbeError(f'--data files must have distinct names (their tasks): {paths}.')
   return {name: read_senteval(path) for name, path in zip(names, paths)}
-
-
-def run_names(paths: list[str]) -> list[str]:
-  """The basenames of `paths`, with -2, -3, ... on repeats."""
-  names = []
-  for path in paths:
-    base = os.path.basename(os.path.normpath(path))
-    name, n = base, 1
-    while name in names:
-      n += 1
-      name = f'{base}-{n}'
-    names.append(name)
-  return names
 
 
 def encode(model, params, tokenizer, texts: list[str], pooling: str,
@@ -184,34 +169,6 @@ def format_table(result: dict[str, dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
-def plot(results: dict[str, dict[str, dict[str, float]]], path: str,
-         dropped: tuple[int, int] | None = None) -> None:
-  """A panel per task with a curve per run: accuracy over layers (Figures 4,
-  8), with the token-dropping layers `dropped` (first, last; from 1) shaded
-  as the paper marks them."""
-  tasks = list(dict.fromkeys(task for result in results.values() for task in result))
-  fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
-  for ax, task in zip(axes[0], tasks):
-    if dropped:
-      ax.axvspan(dropped[0] - 0.5, dropped[1] + 0.5, color='0.9', label='dropped layers')
-    for name, result in results.items():
-      if task in result:
-        layers = sorted(result[task], key=int)
-        ax.plot([int(l) for l in layers], [result[task][l] for l in layers],
-                marker='o', label=name)
-    ax.set(title=task, xlabel='layer', ylabel='probe test accuracy')
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
-  save_figure(fig, path)
-
-
-def save_figure(fig, path: str) -> None:
-  """Writes `fig` as a PNG (the report's figures too) and frees it."""
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 def define_flags() -> None:
   flags.DEFINE_multi_string(
       'init', None, 'Training workdir or HF BERT folder to probe; repeat to compare runs.')
@@ -230,15 +187,17 @@ def main(argv):
   inits, out = args.init, args.out
   results = {}
   tasks = load_tasks(args.data)
-  for name, path in zip(run_names(inits), inits):
+  test_examples = {task: len(splits['te'].texts) for task, splits in tasks.items()}
+  for name, path in zip(plots.run_names(inits), inits):
     model, params, tokenizer = hf_load.load_pretrained(path)
     results[name] = probe(model, params, tokenizer, tasks, args.pooling,
                           args.max_length)
     logging.info('Probe test accuracy of %s:\n%s', path, format_table(results[name]))
     # Written as soon as known, so a later init's failure keeps this one.
     folder = os.path.join(out, name) if len(inits) > 1 else out
-    metrics_log.write_json(os.path.join(folder, 'probe.json'), results[name])
-  plot(results, os.path.join(out, 'probe.png'))
+    metrics_log.write_json(os.path.join(folder, 'probe.json'),
+                           dict(results[name], test_examples=test_examples))
+  plots.probe_curves(results, os.path.join(out, 'probe.png'), test_examples)
   print(f'Wrote the probe results of {len(results)} run(s) to {out}.')
 
 

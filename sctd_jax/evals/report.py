@@ -21,16 +21,13 @@ from typing import NamedTuple
 from absl import app
 from absl import flags
 from absl import logging
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
 from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
-from sctd_jax.evals import probe
+from sctd_jax.evals import plots
 
 # Keys each metrics.jsonl row needs for the budget and the loss curves.
 ROW_KEYS = ('step', 'loss', 'step_time_s')
@@ -48,6 +45,7 @@ class Run(NamedTuple):
   rows: list[dict]
   hours: np.ndarray                  # Training hours up to each row.
   probe: dict | None                 # probe.json: {task: {layer: accuracy}}.
+  probe_test_examples: dict[str, int]  # probe.json's test set size per task.
   finetune: dict[str, dict]          # task -> eval_results.json.
 
 
@@ -113,17 +111,19 @@ def metric_names(results: dict) -> list[str]:
   return [key for key, value in results.items() if isinstance(value, float)]
 
 
-def read_probe(workdir: str) -> dict | None:
-  """probe/probe.json, {task: {layer: accuracy}}, or None if there is none."""
+def read_probe(workdir: str) -> tuple[dict | None, dict[str, int]]:
+  """probe/probe.json as ({task: {layer: accuracy}}, {task: test examples}),
+  or (None, {}) if there is none."""
   path = os.path.join(workdir, 'probe', 'probe.json')
   if not os.path.isfile(path):
-    return None
+    return None, {}
   result = _read_json(path)
+  counts = result.pop('test_examples', {}) if isinstance(result, dict) else {}
   if not (isinstance(result, dict) and all(
       isinstance(acc, dict) and all(layer.isdigit() for layer in acc)
       for acc in result.values())):
     raise ReportError(f'{path} is not {{task: {{layer: accuracy}}}} as sctd_jax.evals.probe writes.')
-  return result
+  return result, counts
 
 
 def read_finetune(workdir: str) -> dict[str, dict]:
@@ -142,11 +142,11 @@ def load_run(name: str, workdir: str) -> Run:
   config = read_config(workdir)  # First: a non-workdir is named as such.
   rows = read_metrics(workdir)
   return Run(name, workdir, config, rows, training_hours(rows),
-             read_probe(workdir), read_finetune(workdir))
+             *read_probe(workdir), read_finetune(workdir))
 
 
 def load_runs(workdirs: list[str]) -> list[Run]:
-  return [load_run(name, path) for name, path in zip(probe.run_names(workdirs), workdirs)]
+  return [load_run(name, path) for name, path in zip(plots.run_names(workdirs), workdirs)]
 
 
 def find_baseline(runs: list[Run], name: str | None = None) -> Run | None:
@@ -251,11 +251,6 @@ def probe_table(runs: list[Run]) -> list[str]:
   return _table(['task', *(run.name for run in runs)], rows)
 
 
-def _panels(count: int):
-  fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.6), squeeze=False)
-  return fig, axes[0]
-
-
 def dropped_layers(runs: list[Run]) -> tuple[int, int] | None:
   """(first, last) layer, from 1, that the first token-dropping run drops."""
   for run in runs:
@@ -265,67 +260,69 @@ def dropped_layers(runs: list[Run]) -> tuple[int, int] | None:
   return None
 
 
+VAL_PATHS = (('val_mlm_full', '-', 'full path'), ('val_mlm_drop', '--', 'dropped path'))
+DRIFT_TITLES = {'drift_masked': 'Masked input (15% of tokens corrupted)',
+                'drift_dropped': 'Token-dropping path (50% of tokens dropped)'}
+
+
 def plot_validation(runs: list[Run], path: str) -> None:
-  """Validation MLM loss over steps and over training hours (quality per time)."""
-  fig, (by_step, by_hour) = _panels(2)
-  for i, run in enumerate(runs):
-    for key, style, path_name in (('val_mlm_full', '-', 'full'),
-                                  ('val_mlm_drop', '--', 'dropped')):
-      steps, hours, values = series(run, key)
-      if values.size:
-        label = f'{run.name} ({path_name} path)'
-        by_step.plot(steps, values, style, color=f'C{i}', marker='.', label=label)
-        by_hour.plot(hours, values, style, color=f'C{i}', marker='.', label=label)
-  by_step.set(xlabel='step', ylabel='validation MLM loss (nats)')
-  by_hour.set(xlabel='training hours', ylabel='validation MLM loss (nats)')
-  by_step.legend(fontsize='small')
-  probe.save_figure(fig, path)
+  """Validation MLM loss over steps and over training hours (quality per
+  time), on one loss scale."""
+  panels = []
+  for x_name, title in (('step', 'Validation MLM loss by step'),
+                        ('training hours', 'Validation MLM loss by training time')):
+    curves = []
+    for i, run in enumerate(runs):
+      for key, style, path_name in VAL_PATHS:
+        steps, hours, values = series(run, key)
+        if values.size:
+          curves.append(plots.Line(f'{run.name} ({path_name})',
+                                   steps if x_name == 'step' else hours, values, i, style))
+    panels.append(plots.Panel(title, x_name, 'loss (nats)', curves))
+  plots.lines(panels, path)
 
 
 def plot_train_loss(runs: list[Run], path: str) -> None:
-  fig, (ax,) = _panels(1)
-  for i, run in enumerate(runs):
-    steps, _, values = series(run, 'loss')
-    ax.plot(steps, values, color=f'C{i}', label=f'{run.name} ({run.config.method})')
-  ax.set(xlabel='step', ylabel='training loss')
-  ax.legend(fontsize='small')
-  probe.save_figure(fig, path)
+  curves = [plots.Line(f'{run.name} ({run.config.method})', *series(run, 'loss')[::2], i)
+            for i, run in enumerate(runs)]
+  plots.lines([plots.Panel('Training loss (the objective of each step)', 'step',
+                           'loss (nats)', curves)], path)
 
 
 def plot_drift(runs: list[Run], keys: list[str], path: str) -> None:
-  """Each drift_* metric over steps, a curve per run (Figure 3)."""
-  fig, axes = _panels(len(keys))
-  for ax, key in zip(axes, keys):
-    for i, run in enumerate(runs):
-      steps, _, values = series(run, key)
-      if values.size:
-        ax.plot(steps, values, color=f'C{i}', marker='.', label=run.name)
-    ax.set(title=key, xlabel='step', ylabel='cosine similarity to the original')
-    ax.legend(fontsize='small')
-  probe.save_figure(fig, path)
+  """Each drift_* metric over steps, a curve per run (Figure 3), all panels
+  on one similarity scale."""
+  panels = []
+  for key in keys:
+    curves = [plots.Line(run.name, *series(run, key)[::2], i)
+              for i, run in enumerate(runs) if series(run, key)[2].size]
+    panels.append(plots.Panel(DRIFT_TITLES.get(key, key), 'step',
+                              'cosine similarity to the original', curves))
+  plots.lines(panels, path)
 
 
 def plot_finetune(runs: list[Run], path: str) -> None:
-  """A panel per task: a bar per (metric, run), error bars one std over seeds."""
-  tasks = sorted({task for run in runs for task in run.finetune})
-  fig, axes = _panels(len(tasks))
-  width = 0.8 / len(runs)
-  for ax, task in zip(axes, tasks):
+  """A panel per task: each metric's mean over seeds as a point with a bar of
+  one standard deviation, per run."""
+  panels = []
+  for task in sorted({task for run in runs for task in run.finetune}):
     metrics = list(dict.fromkeys(m for run in runs if task in run.finetune
                                  for m in metric_names(run.finetune[task])))
-    for i, run in enumerate(runs):
+    values = {}
+    for run in runs:
       results = run.finetune.get(task, {})
-      shown = [j for j, m in enumerate(metrics) if m in results]
-      if not shown:
-        continue
-      ax.bar(np.array(shown) + (i - (len(runs) - 1) / 2) * width,
-             [results[metrics[j]] for j in shown], width,
-             yerr=[results['std'][metrics[j]] for j in shown], capsize=3,
-             color=f'C{i}', label=run.name)
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set(title=task, ylabel='validation score')
-    ax.legend(fontsize='small')
-  probe.save_figure(fig, path)
+      for m in metrics:
+        if m in results:
+          mean, sd = results[m], results['std'][m]
+          values[m, run.name] = (mean, mean - sd, mean + sd)
+    seeds = max(run.finetune[task]['num_seeds'] for run in runs if task in run.finetune)
+    panels.append(plots.Points(task, f'validation score (mean ± 1 sd, {seeds} seeds)',
+                               metrics, [run.name for run in runs], values))
+  plots.points(panels, path)
+
+
+def test_examples(runs: list[Run]) -> dict[str, int]:
+  return {task: n for run in runs for task, n in run.probe_test_examples.items()}
 
 
 def absent(runs: list[Run]) -> list[str]:
@@ -374,8 +371,8 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
            "Test accuracy of a linear probe on each layer's sentence vectors: "
            'the last layer, and the best layer.', '',
            *probe_table(runs), '']
-    probe.plot({run.name: run.probe for run in runs if run.probe}, figure('probe.png'),
-               dropped_layers(runs))
+    plots.probe_curves({run.name: run.probe for run in runs if run.probe},
+                       figure('probe.png'), test_examples(runs), dropped_layers(runs))
     figures.append(('Probing accuracy by layer', 'probe.png'))
   gaps = absent(runs)
   if gaps:
