@@ -6,7 +6,7 @@ Each method's `train_step` is compiled, warmed up, then timed over whole SCTD
 cycles (Fi steps, block_until_ready at the end of each cycle); cycles of the
 methods are interleaved so drift of the machine hits all alike. Printed per
 method: median step time, tokens/s, measured ratio to baseline, and the cost
-model's ratio (DESIGN.md section 2). Where torch and transformers are
+model's ratio (docs/design.md section 2). Where torch and transformers are
 installed, HF's PyTorch `BertForMaskedLM` on the same shape is a peer row.
 """
 

@@ -20,7 +20,7 @@ POOLINGS = ('mean', 'cls')
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key with the paper's value where it has one (DESIGN.md section 1)."""
+  """Every key with the paper's value where it has one (docs/design.md section 1)."""
   c = ml_collections.ConfigDict()
   c.method = 'sctd'
   c.seed = 0
@@ -189,8 +189,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
               'eval_batches', 'checkpoint_every', 'keep_checkpoints'):
     check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
   check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
-  check(0 <= t.warmup_steps <= t.num_steps, 'train.warmup_steps',
-         t.warmup_steps, f'must be in [0, train.num_steps={t.num_steps}]')
+  check(t.warmup_steps >= 0, 'train.warmup_steps', t.warmup_steps, 'must be >= 0')
   check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
   check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
          'must be >= 0 (0 disables clipping)')
@@ -242,8 +241,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
          'must be a positive number of seconds')
 
 
+def clip_warmup(c: ml_collections.ConfigDict) -> str | None:
+  """Shortens a warmup longer than the run to the run (a short trial of a
+  long config is the first thing users try); returns the warning to log,
+  or None when the warmup fits."""
+  t = c.train
+  if t.warmup_steps <= t.num_steps:
+    return None
+  message = (f'train.warmup_steps={t.warmup_steps} is longer than '
+             f'train.num_steps={t.num_steps}: warming up over the {t.num_steps} '
+             'steps instead; the learning rate peaks at the last step.')
+  with c.unlocked():
+    t.warmup_steps = t.num_steps
+  return message
+
+
 def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(cross-attention layer, last kept-only layer), 0-indexed (DESIGN.md 1)."""
+  """(cross-attention layer, last kept-only layer), 0-indexed (docs/design.md section 1)."""
   num_layers = c.model.num_layers
   first = c.token_drop.first_layer
   last = c.token_drop.last_layer

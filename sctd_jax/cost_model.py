@@ -1,4 +1,4 @@
-"""FLOPs cost model of DESIGN.md section 2: what "fast" is measured against.
+"""FLOPs cost model of docs/design.md section 2: what "fast" is measured against.
 
 Forward FLOPs of one layer per query token with `s_kv` keys are
 `8 d^2 + 4 d I + 4 s_kv d`: Q, K, V, O projections (2 d^2 each), the FFN

@@ -1,4 +1,4 @@
-"""MLM loss and the SCTD objective (paper Eq. 1-4, DESIGN.md section 1)."""
+"""MLM loss and the SCTD objective (paper Eq. 1-4, docs/design.md section 1)."""
 
 from typing import NamedTuple
 

@@ -6,7 +6,7 @@ The parameter tree mirrors Hugging Face's `BertForMaskedLM` name for name
 rename. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
 `mlp`) for the sharding rules, as in MaxText.
 
-The same weights serve two forwards (paper section 2.1, DESIGN.md section 1):
+The same weights serve two forwards (paper section 2.1, docs/design.md section 1):
 `keep_indices=None` runs every layer on all S tokens; with `keep_indices`
 ([B, k], sorted) layers before `first_layer` see all tokens, `first_layer`
 attends from the k kept tokens to all S (cross-attention), layers up to
@@ -40,7 +40,7 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
   remat: bool = False
-  # Token-dropping layer range, 0-indexed (DESIGN.md section 1).
+  # Token-dropping layer range, 0-indexed (docs/design.md section 1).
   first_drop_layer: int = 5
   last_drop_layer: int = 10
 
@@ -277,7 +277,7 @@ class MLMOutput(NamedTuple):
 
 
 class BertForMaskedLM(nn.Module):
-  """`__call__` is the `load_pretrained` contract (DESIGN.md section 3):
+  """`__call__` is the `load_pretrained` contract (docs/design.md section 3):
   MLM logits [B, S, V] of the deterministic full path. Training calls
   `forward`, which also takes the masked positions and the kept indices."""
   cfg: BertConfig

@@ -1,4 +1,4 @@
-"""Token importance, kept-token selection, gather and scatter (DESIGN.md 1).
+"""Token importance, kept-token selection, gather and scatter (docs/design.md section 1).
 
 Hou et al. (2022) score a token by the running MLM loss of its id: ids the
 model finds hard are kept through the middle layers, easy ones are dropped.

@@ -1,4 +1,4 @@
-"""The cost model against DESIGN.md section 2's figures and a hand count."""
+"""The cost model against docs/design.md section 2's figures and a hand count."""
 
 import pytest
 

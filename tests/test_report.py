@@ -160,6 +160,6 @@ def test_malformed_result_files_are_refused_naming_them(hand_runs, relative, con
 
 def test_probe_figure_shades_the_layers_token_dropping_drops(hand_runs):
   # BERT-base shape: the cross-attention layer 5 to the last kept-only 10,
-  # 0-indexed (DESIGN.md section 1), are layers 6-11 counted from 1.
+  # 0-indexed (docs/design.md section 1), are layers 6-11 counted from 1.
   assert report.dropped_layers(report.load_runs(hand_runs)) == (6, 11)
   assert report.dropped_layers(report.load_runs(hand_runs[:1])) is None

@@ -2,7 +2,7 @@
 
 The corpora and their packing live in `sources`, the tokenizer in
 `tokenizer`. Global sample `p` of a split is block `p` of its source, masked
-with an RNG keyed by (seed, split, p), all in NumPy (DESIGN.md section 6). So
+with an RNG keyed by (seed, split, p), all in NumPy (docs/design.md section 6). So
 the global batch at a position is the same whatever the number of processes,
 each process builds only its own rows, and the position is the iterator's
 whole state: resuming there continues with exactly the next batch.

@@ -178,7 +178,7 @@ def drift_keys(runs: list[Run]) -> list[str]:
 
 
 def predicted_cost(run: Run) -> float:
-  """Training FLOPs of the run's steps by the cost model (DESIGN.md section 2)."""
+  """Training FLOPs of the run's steps by the cost model (docs/design.md section 2)."""
   return cost_model.train_flops_per_step(run.config, run.config.method) * run.rows[-1]['step']
 
 
@@ -348,7 +348,7 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
         'Training hours sum the logged step times (compilation and evaluation '
         'excluded). "vs baseline" is the change against '
         + (f'{baseline.name}' if baseline else 'a baseline run; there is none')
-        + ': measured, and predicted by the FLOPs cost model (DESIGN.md section 2) '
+        + ': measured, and predicted by the FLOPs cost model (docs/design.md section 2) '
         "from each run's steps, batch size and model. Validation and drift "
         'values are the last logged.', '', *budget_table(runs, baseline), '']
   figures = []  # (title, file name) of the figures written, in order.

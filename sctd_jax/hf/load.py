@@ -1,4 +1,4 @@
-"""Trained weights in: `load_pretrained` (DESIGN.md section 3) and the
+"""Trained weights in: `load_pretrained` (docs/design.md section 3) and the
 `init_from` start of continued pretraining.
 
 A path is either a training workdir (`config.json` of the run,
