@@ -10,6 +10,22 @@ RUNS=${1:-runs/experiment}
 METHODS="baseline token_drop sctd"
 mkdir -p "$RUNS"
 
+# Waits for the background jobs whose pids and logs are in PIDS and LOGS, and
+# fails naming every one that failed: a bare `wait` returns 0 whatever the
+# jobs returned.
+wait_all() {
+  local failed=0 i
+  for i in "${!PIDS[@]}"; do
+    if ! wait "${PIDS[$i]}"; then
+      echo "error: a job failed; see ${LOGS[$i]}" >&2
+      failed=1
+    fi
+  done
+  PIDS=() LOGS=()
+  return "$failed"
+}
+PIDS=() LOGS=()
+
 # One tokenizer for all three, so they differ only in the method.
 [ -f "$RUNS/tokenizer/tokenizer.json" ] || python -m sctd_jax.data.tokenizer \
   --source synthetic --out "$RUNS/tokenizer" --vocab_size 1024 --tokenizer_docs 2000
@@ -20,8 +36,9 @@ for m in $METHODS; do
   python -m sctd_jax.train --config configs/experiment.py --workdir "$RUNS/$m" \
     --config.method="$m" --config.data.tokenizer="$RUNS/tokenizer" \
     >> "$RUNS/$m.log" 2>&1 &
+  PIDS+=($!) LOGS+=("$RUNS/$m.log")
 done
-wait
+wait_all
 
 # Probing and fine-tuning of each run, the three side by side. The built-in
 # tasks' sentences and pairs fit in 64 tokens.
@@ -37,8 +54,9 @@ evaluate() {
 }
 for m in $METHODS; do
   evaluate "$RUNS/$m" > "$RUNS/$m.eval.log" 2>&1 &
+  PIDS+=($!) LOGS+=("$RUNS/$m.eval.log")
 done
-wait
+wait_all
 
 # The runs above shared the machine with each other; the benchmark times the
 # same steps one method at a time, back to back.
