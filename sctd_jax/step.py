@@ -35,13 +35,18 @@ class TrainState(train_state.TrainState):
   rng: jax.Array
 
 
-def learning_rate_schedule(t) -> optax.Schedule:
-  """Linear warmup to the peak, then polynomial decay (power 1: linear)."""
-  warmup = optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
-  decay = optax.polynomial_schedule(
-      t.learning_rate, t.end_learning_rate, t.lr_power,
-      max(1, t.num_steps - t.warmup_steps))
-  return optax.join_schedules([warmup, decay], [t.warmup_steps])
+def learning_rate_schedule(peak: float, warmup_steps: int, num_steps: int,
+                           end: float = 0.0, power: float = 1.0) -> optax.Schedule:
+  """Linear warmup to `peak`, then polynomial decay to `end` (power 1: linear)."""
+  warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+  decay = optax.polynomial_schedule(peak, end, power, max(1, num_steps - warmup_steps))
+  return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def pretraining_schedule(t) -> optax.Schedule:
+  """The schedule of the pretraining config's `train` keys."""
+  return learning_rate_schedule(t.learning_rate, t.warmup_steps, t.num_steps,
+                                t.end_learning_rate, t.lr_power)
 
 
 def decay_mask(params) -> Any:
@@ -50,9 +55,11 @@ def decay_mask(params) -> Any:
       lambda path, _: path[-1].key not in ('bias', 'scale'), params)
 
 
-def make_optimizer(t) -> optax.GradientTransformation:
-  """AdamW (decoupled decay, Loshchilov & Hutter), optional global-norm clip."""
-  adamw = optax.adamw(learning_rate_schedule(t), b1=t.adam_b1, b2=t.adam_b2,
+def make_optimizer(schedule: optax.Schedule, t) -> optax.GradientTransformation:
+  """AdamW (decoupled decay, Loshchilov & Hutter), optional global-norm clip,
+  from `t`'s adam_b1, adam_b2, adam_eps, weight_decay and grad_clip_norm,
+  keys of both the pretraining and the fine-tuning config."""
+  adamw = optax.adamw(schedule, b1=t.adam_b1, b2=t.adam_b2,
                       eps=t.adam_eps, weight_decay=t.weight_decay,
                       mask=decay_mask)
   if t.grad_clip_norm > 0:
@@ -83,7 +90,8 @@ def create_train_state(config, model: models.BertForMaskedLM,
   params_rng, step_rng = jax.random.split(rng)
   state = TrainState.create(
       apply_fn=model.apply, params=models.init_params(model, params_rng),
-      tx=make_optimizer(config.train), importance=importance, rng=step_rng)
+      tx=make_optimizer(pretraining_schedule(config.train), config.train),
+      importance=importance, rng=step_rng)
   # An array step, not Python's 0, so the first call has the signature of
   # every later one and the step compiles once.
   return state.replace(step=jnp.zeros((), jnp.int32))
@@ -147,7 +155,7 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
   mesh. The state argument is donated: the caller must not reuse it."""
   method, fi = config.method, config.sctd.fi
   accum = config.train.grad_accum_steps
-  schedule = learning_rate_schedule(config.train)
+  schedule = pretraining_schedule(config.train)
 
   def grads_of(branch, params, batch, keep_indices, rng, counts):
     fn = lambda p: (lambda o: (o.loss, o))(

@@ -16,7 +16,7 @@ def test_a_warmup_longer_than_the_run_is_clipped_with_a_warning():
   message = config_lib.clip_warmup(c)
   assert c.train.warmup_steps == 25
   assert 'train.warmup_steps=100' in message and 'train.num_steps=25' in message
-  schedule = step_lib.learning_rate_schedule(c.train)
+  schedule = step_lib.pretraining_schedule(c.train)
   # Linear warmup to the peak 2e-4 at step 25, by hand: 2e-4 * 10 / 25.
   assert float(schedule(10)) == pytest.approx(8e-5)
   assert float(schedule(25)) == pytest.approx(2e-4)

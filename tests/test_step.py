@@ -82,7 +82,7 @@ def test_weight_decay_skips_biases_and_layernorm():
 def test_learning_rate_schedule_warmup_then_linear_decay():
   config = tiny_config(**{'train.learning_rate': 1.0, 'train.warmup_steps': 10,
                           'train.num_steps': 110})
-  schedule = step_lib.learning_rate_schedule(config.train)
+  schedule = step_lib.pretraining_schedule(config.train)
   for t, want in [(0, 0.0), (5, 0.5), (10, 1.0), (60, 0.5), (110, 0.0)]:
     np.testing.assert_allclose(schedule(t), want, atol=1e-6)
 

@@ -77,8 +77,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def resolve_train(c: ml_collections.ConfigDict, task: tasks.Task,
                   num_examples: int) -> ml_collections.ConfigDict:
-  """`c.train` with the task's Table 7 values for -1 and the keys
-  `step.make_optimizer` reads: warmup steps, linear decay to 0."""
+  """`c.train` with the task's Table 7 values for -1, and the warmup in steps."""
   t = ml_collections.ConfigDict(c.train.to_dict())
   if t.learning_rate == -1:
     t.learning_rate = task.learning_rate
@@ -87,7 +86,6 @@ def resolve_train(c: ml_collections.ConfigDict, task: tasks.Task,
   t.num_steps = tasks.train_steps(task, num_examples, t.batch_size, t.num_steps,
                                   t.num_epochs)
   t.warmup_steps = int(round(t.warmup_ratio * t.num_steps))
-  t.end_learning_rate, t.lr_power = 0.0, 1.0
   return t
 
 
@@ -247,7 +245,9 @@ def finetune(config, workdir: str) -> dict:
   rate = config.train.dropout_rate
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
   model = models.BertForSequenceClassification(cfg, task.num_labels)
-  optimizer = step_lib.make_optimizer(t)
+  # Linear warmup, then linear decay to 0.
+  optimizer = step_lib.make_optimizer(step_lib.learning_rate_schedule(
+      t.learning_rate, t.warmup_steps, t.num_steps), t)
   # Built once: every seed runs the same two compiled programs.
   train_step, predict_step = make_train_step(model), make_predict_step(model)
   bert_params = jax.device_get(pretrained_params['bert'])
