@@ -10,11 +10,11 @@ setup(
     install_requires=[
         'jax>=0.6',
         'flax>=0.10',
-        'optax>=0.2.4',
+        'optax>=0.2.5',  # optax.tree.
         'orbax-checkpoint>=0.11',
         'transformers>=4.45',
         'tokenizers>=0.20',
-        'datasets>=3.0',
+        'datasets>=4.0',  # datasets.List.
         'ml_collections>=0.1.1',
         'absl-py>=2.0',
         'numpy>=1.26',
@@ -22,8 +22,8 @@ setup(
         'tensorboardX>=2.6',
         'tqdm>=4.66',
         'matplotlib>=3.8',
-        'scikit-learn>=1.3',  # Linear probes (sctd_jax.evals.probe).
-        'scipy>=1.10',
+        'scikit-learn>=1.3',  # Linear probes and GLUE metrics (sctd_jax.evals).
+        'scipy>=1.10',  # GLUE correlations (sctd_jax.evals.metrics).
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; unpinned torch pulls a CUDA build.
