@@ -4,7 +4,7 @@ python -m sctd_jax.evals.finetune --config configs/finetune.py --workdir OUT \
     --config.init=runs/tiny --config.task=tense
 
 `init` is a pretraining workdir or a Hugging Face BERT folder. -1 in train.*
-takes the task's value from the paper's Table 7 (sctd_jax/tasks.py).
+takes the task's value from the paper's Table 7 (sctd_jax/evals/tasks.py).
 """
 
 import ml_collections
@@ -13,7 +13,7 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.init = ''  # Required: pretraining workdir or HF BERT folder.
-  c.task = 'tense'  # A name in sctd_jax.tasks.TASKS.
+  c.task = 'tense'  # A name in sctd_jax.evals.tasks.TASKS.
   c.seed = 0
   c.num_seeds = 1  # Seeds seed, seed+1, ...; the paper averages 5.
 
