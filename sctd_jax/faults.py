@@ -53,8 +53,12 @@ class OutOfMemory(cli.UserError):
   """The train step does not fit in device memory."""
 
 
-def _megabytes(n: float) -> str:
-  return f'{n / 2**20:,.1f} MB'
+def _human_size(n: float) -> str:
+  """`n` bytes in KB, MB or GB (powers of 1024), one decimal."""
+  for unit, size in (('GB', 2**30), ('MB', 2**20)):
+    if n >= size:
+      return f'{n / size:,.1f} {unit}'
+  return f'{n / 2**10:,.1f} KB'
 
 
 # ---------------------------------------------------------------- non-finite
@@ -153,8 +157,8 @@ def warn_if_low_disk(directory: str, state_size: int, keep: int) -> None:
         'Low disk space in %s: %s free, but train.keep_checkpoints=%d '
         'checkpoints of %s (and one being saved) need %s. A save will '
         'fail when the disk fills; free space or lower '
-        'train.keep_checkpoints.', directory, _megabytes(free), keep,
-        _megabytes(size), _megabytes(needed))
+        'train.keep_checkpoints.', directory, _human_size(free), keep,
+        _human_size(size), _human_size(needed))
 
 
 def _chain(error: BaseException):
@@ -185,10 +189,10 @@ def disk_full_message(directory: str, state_size: int | None) -> str:
   resume = f'resume from step {steps[-1]}' if steps else 'start again'
   place = directory if os.path.isdir(directory) else os.path.dirname(directory)
   need = (f'a checkpoint needs about '
-          f'{_megabytes(checkpoint_bytes(directory, state_size))} and '
+          f'{_human_size(checkpoint_bytes(directory, state_size))} and '
           if state_size else '')
   return (f'the disk of {directory} is full: {need}'
-          f'{_megabytes(shutil.disk_usage(place).free)} is free '
+          f'{_human_size(shutil.disk_usage(place).free)} is free '
           f'(partial saves removed); {newest}. Free space, lower '
           'train.keep_checkpoints or use a --workdir on a larger disk, then '
           f'rerun the same command to {resume}.')
@@ -236,9 +240,9 @@ def out_of_memory_message(config, estimate: int | None,
                           limit: int | None) -> str:
   """The estimate against the device, and the knobs that lower it."""
   t, fsdp = config.train, config.mesh.fsdp
-  need = (f'needs about {_megabytes(estimate)} per device'
+  need = (f'needs about {_human_size(estimate)} per device'
           if estimate else 'ran out of device memory')
-  have = f' but a device holds {_megabytes(limit)}' if limit else ''
+  have = f' but a device holds {_human_size(limit)}' if limit else ''
   knobs = [f'train.grad_accum_steps={t.grad_accum_steps * 2} (micro-batches)']
   if not config.model.remat:
     knobs.append('model.remat=True (recompute activations)')
@@ -255,7 +259,7 @@ def check_memory(compiled, config) -> int | None:
   estimate, limit = memory_estimate(compiled), device_memory()
   if estimate and limit:
     logging.info('The train step needs about %s per device of %s.',
-                 _megabytes(estimate), _megabytes(limit))
+                 _human_size(estimate), _human_size(limit))
     if estimate > limit:
       raise OutOfMemory(out_of_memory_message(config, estimate, limit))
   return estimate
