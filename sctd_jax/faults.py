@@ -30,6 +30,7 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
+import tqdm
 
 from sctd_jax import cli
 from sctd_jax import metrics_log
@@ -377,6 +378,6 @@ class Watchdog:
                f'likely stuck: exiting so the job can restart. Rerun the same '
                f'command to {resume}.')
     logging.flush()
-    sys.stderr.write(message + '\n')
+    tqdm.tqdm.write(message, file=sys.stderr)  # On its own line, below the bar.
     sys.stderr.flush()
     os._exit(1)  # pylint: disable=protected-access
