@@ -103,7 +103,7 @@ class SkipCounter:
 
 def state_bytes(state) -> int:
   """Bytes of the train state's arrays: what a checkpoint holds, without
-  Orbax's metadata (a few hundred KB)."""
+  Orbax's metadata."""
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)
              if hasattr(x, 'dtype'))
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sctd_jax import config as config_lib
 from sctd_jax import faults
 from sctd_jax import metrics_log
 from sctd_jax import step as step_lib
@@ -186,3 +187,11 @@ def test_memory_check_compares_the_compiled_step_with_the_device(monkeypatch):
   assert 'model.remat' not in str(raised.value)  # Already on.
   monkeypatch.setenv(faults.DEVICE_MEMORY_ENV, str(estimate))
   assert faults.check_memory(compiled, config) == estimate
+
+
+@pytest.mark.parametrize('key, value', [('train.on_nonfinite', 'ignore'),
+                                        ('train.max_skipped', 0),
+                                        ('train.step_timeout_s', -1.0)])
+def test_fault_keys_are_validated_by_name(key, value):
+  with pytest.raises(config_lib.ConfigError, match=f'config key {key}='):
+    config_lib.validate(tiny_config(**{key: value}))

@@ -148,6 +148,11 @@ def test_hung_step_warns_then_exits_and_the_rerun_resumes(tmp_path, tokenizer):
                           'finished after 1'), error
   assert 'train.step_timeout_s=15' in error and 'resume from checkpoint 10.' in error
   assert _checkpoints(workdir) == ['5', '10']
+  # What a save killed half-way leaves; the next start removes it.
+  partial = workdir / 'checkpoints' / '15.orbax-checkpoint-tmp-1234'
+  shutil.copytree(workdir / 'checkpoints' / '10', partial)
   rerun = _train(workdir)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert 'Removed 15.orbax-checkpoint-tmp-1234' in rerun.stderr
   assert [r['step'] for r in _rows(workdir)] == [5, 10, 15, 20, 25]
+  assert _checkpoints(workdir) == ['15', '20', '25']  # keep_checkpoints=3
