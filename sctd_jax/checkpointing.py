@@ -25,6 +25,10 @@ class CheckpointMismatch(cli.UserError):
   """A checkpoint written for another model shape or vocabulary."""
 
 
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
 def model_shape(config) -> dict:
   return {k: config.model[k] for k in SHAPE_KEYS}
 
@@ -35,7 +39,7 @@ class Checkpointer:
   arrays are copied to host)."""
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = checkpoint_dir(workdir)
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'data', 'shape'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))

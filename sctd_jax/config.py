@@ -17,6 +17,7 @@ KL_NORMALIZERS = ('batch', 'masked_tokens')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
 DTYPES = ('float32', 'bfloat16', 'float16')
 POOLINGS = ('mean', 'cls')
+ON_NONFINITE = ('stop', 'skip')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -80,6 +81,13 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batches=4,
       checkpoint_every=5000,
       keep_checkpoints=3,
+      # A step whose loss or gradient is NaN/inf: 'stop' ends the run;
+      # 'skip' keeps the state as it was (bf16 runs at scale hit a few).
+      on_nonfinite='stop',
+      max_skipped=10,  # 'skip' stops after this many consecutive skipped steps.
+      # Exit (non-zero) when one step takes longer, e.g. a stuck collective on
+      # another host; 0 turns the watchdog off. See docs/troubleshooting.md.
+      step_timeout_s=0.0,
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -193,6 +201,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
   check(t.grad_clip_norm >= 0, 'train.grad_clip_norm', t.grad_clip_norm,
          'must be >= 0 (0 disables clipping)')
+  check(t.on_nonfinite in ON_NONFINITE, 'train.on_nonfinite', t.on_nonfinite,
+        f'use one of {ON_NONFINITE}')
+  check(t.max_skipped > 0, 'train.max_skipped', t.max_skipped,
+        'must be a positive integer')
+  check(t.step_timeout_s >= 0, 'train.step_timeout_s', t.step_timeout_s,
+        'must be >= 0 seconds (0 turns the watchdog off)')
   check(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0,
          'train.grad_accum_steps', t.grad_accum_steps,
          f'must be >= 1 and divide train.batch_size={t.batch_size}')

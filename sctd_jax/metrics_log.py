@@ -20,15 +20,19 @@ def summarize(step: int, per_step: list[dict], seconds: float,
   Terms every step has are averaged; Eq. 4's optional terms are averaged over
   the steps that have them and are null when none did; `sctd_step` counts the
   semantic-consistent steps in the interval (0/1 with log_every=1);
+  `skipped_steps` counts the steps `train.on_nonfinite='skip'` left out,
+  which no other term averages (all null when every step was skipped);
   `step_time_s` is wall time per step measured after the results were ready.
   """
   stacked = {k: np.asarray([m[k] for m in per_step], np.float64) for k in per_step[0]}
-  row = dict(step=step, loss=float(stacked['loss'].mean()),
-             grad_norm=float(stacked['grad_norm'].mean()),
+  kept = stacked['skipped'] == 0
+  mean = lambda key: float(stacked[key][kept].mean()) if kept.any() else None
+  row = dict(step=step, loss=mean('loss'), grad_norm=mean('grad_norm'),
              learning_rate=float(stacked['learning_rate'][-1]),
-             sctd_step=int(stacked['sctd_step'].sum()))
+             sctd_step=int(stacked['sctd_step'].sum()),
+             skipped_steps=int((~kept).sum()))
   for key in losses.OPTIONAL_METRICS:
-    present = stacked[key][~np.isnan(stacked[key])]
+    present = stacked[key][kept & ~np.isnan(stacked[key])]
     row[key] = float(present.mean()) if present.size else None
   row['step_time_s'] = seconds / len(per_step)
   row['tokens_per_s'] = tokens_per_step / row['step_time_s']
@@ -82,11 +86,12 @@ class Reporter:
       self.bar.update(1)
 
   def write(self, row: dict):
-    if not math.isfinite(row.get('loss', 0.0)):
+    if not math.isfinite(row.get('loss') or 0.0):
       raise NonFiniteLoss(
           f'Non-finite loss {row["loss"]} at step {row["step"]}. Lower '
-          'train.learning_rate or set train.grad_clip_norm; the checkpoints in '
-          'the workdir are from before this step.')
+          'train.learning_rate, set train.grad_clip_norm, or skip such steps '
+          "with train.on_nonfinite='skip'; the checkpoints in the workdir are "
+          'from before this step.')
     if not self.enabled:
       return
     self.jsonl.write(json.dumps(row) + '\n')
@@ -94,7 +99,7 @@ class Reporter:
     for key, value in row.items():
       if key != 'step' and value is not None:
         self.tb.add_scalar(key, value, row['step'])
-    if 'loss' in row:
+    if row.get('loss') is not None:
       self.bar.set_postfix(loss=f'{row["loss"]:.3f}',
                            tok_s=f'{row["tokens_per_s"]:.0f}', refresh=False)
       remaining = (self.num_steps - row['step']) * row['step_time_s']

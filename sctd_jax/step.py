@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from sctd_jax import config as config_lib
+from sctd_jax import faults
 from sctd_jax import losses
 from sctd_jax import models
 from sctd_jax import sharding
@@ -207,9 +208,15 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
       importance = token_drop.update_importance(
           importance, batch['mlm_ids'], out.token_losses, batch['mlm_weights'],
           config.token_drop.importance_beta)
-    metrics = dict(out.metrics, grad_norm=optax.tree.norm(grads),
+    grad_norm = optax.tree.norm(grads)
+    metrics = dict(out.metrics, grad_norm=grad_norm,
                    learning_rate=schedule(state.step), sctd_step=is_sctd_step)
-    new_state = state.apply_gradients(grads=grads).replace(importance=importance)
+    update = lambda s: s.apply_gradients(grads=grads).replace(importance=importance)
+    if config.train.on_nonfinite == 'skip':
+      new_state, metrics['skipped'] = faults.keep_if_finite(
+          state, update, out.loss, grad_norm)
+    else:
+      new_state, metrics['skipped'] = update(state), jnp.zeros((), bool)
     return new_state, metrics
 
   if shardings is None:

@@ -22,6 +22,7 @@ from sctd_jax.data import pipeline
 from sctd_jax.data import sources
 from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax import drift as drift_lib
+from sctd_jax import faults
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import models
@@ -73,6 +74,8 @@ def setup(config, workdir: str, mesh):
   state, state_sharding = step_lib.create_sharded_train_state(
       config, model, importance, jax.random.PRNGKey(config.seed), mesh)
   checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
+  if jax.process_index() == 0:  # A save the last run did not finish.
+    faults.remove_partial_saves(checkpointer.directory)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
   position = 0
   if restored is not None:
@@ -99,11 +102,21 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
-  `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
+  `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row. A
+  full disk or device memory ends it with one faults.DiskFull/OutOfMemory."""
+  with faults.Guard(config, checkpointing.checkpoint_dir(workdir)) as guard:
+    return _train_and_evaluate(config, workdir, guard)
+
+
+def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   cli.use_compilation_cache()
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
       config, workdir, mesh)
+  guard.state_size = faults.state_bytes(state)
+  if jax.process_index() == 0:
+    faults.warn_if_low_disk(checkpointer.directory, guard.state_size,
+                            config.train.keep_checkpoints)
   batch_sharding = sharding.batch_sharding(mesh)
   to_global = lambda b: sharding.global_batch(b, batch_sharding, config.train.batch_size)
   t = config.train
@@ -129,16 +142,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
       model, config, (state_sharding, batch_sharding, NamedSharding(mesh, P()))
   ).lower(state, batch).compile()
   logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
+  guard.memory_estimate = faults.check_memory(train_step, config)
 
   shape = checkpointing.model_shape(config)
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
   tokens_per_step = t.batch_size * config.data.seq_len
+  skips = faults.SkipCounter(t.max_skipped)
+  watchdog = faults.Watchdog(t.step_timeout_s, checkpointer.directory)
   pending, last_time, row = [], time.perf_counter(), {}
   try:
+    watchdog.start()
     for done in range(first_step + 1, t.num_steps + 1):
       state, metrics = train_step(state, batch)
+      watchdog.beat(done, metrics)
       position += t.batch_size
       pending.append(metrics)
       reporter.advance()
@@ -155,6 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if drift:
             row.update(drift(state))
         reporter.write(row)
+        skips.update(done, [m['skipped'] for m in pending])
         pending, last_time = [], time.perf_counter()
       if saving:
         checkpointer.save(done, state, {'position': position}, shape)
@@ -167,6 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if done < t.num_steps:
         batch = to_global(next(train_batches))
   finally:
+    watchdog.stop()
     checkpointer.wait()
     checkpointer.close()
     stop.restore_handlers()
