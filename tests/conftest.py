@@ -7,7 +7,10 @@ import os
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_backend_optimization_level=0').strip()
 
+import contextlib
+
 import jax
+import jax.monitoring
 import numpy as np
 import pytest
 
@@ -48,6 +51,24 @@ def random_batch(config, seed=0, pad_from=None):
   return dict(input_ids=ids, token_type_ids=np.zeros_like(ids),
               attention_mask=mask, mlm_positions=positions, mlm_ids=labels,
               mlm_weights=np.ones((B, P), np.float32))
+
+
+@contextlib.contextmanager
+def count_compiles(fun_name):
+  """Yields a list that collects one entry per XLA compilation (or
+  persistent-cache load) of a function whose name contains `fun_name`,
+  through JAX's public monitoring events rather than log text."""
+  compiles = []
+  def listener(event, duration, **kwargs):
+    del duration
+    if (event == '/jax/core/compile/backend_compile_duration'
+        and fun_name in str(kwargs.get('fun_name', ''))):
+      compiles.append(kwargs['fun_name'])
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture
