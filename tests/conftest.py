@@ -1,6 +1,14 @@
 """Shared fixtures: a tiny BERT config and random batches."""
 
 import os
+import shutil
+import tempfile
+
+# Arrow caches that `datasets` writes (the tokenizer CLI, corpora) go to a
+# directory of this session, not the home directory; set before `datasets`
+# is imported, and inherited by the CLI runs tests start.
+HF_DATASETS_CACHE = os.environ['HF_DATASETS_CACHE'] = tempfile.mkdtemp(
+    prefix='sctd-tests-hf-datasets-')
 
 # Tests check numbers, not speed: XLA's cheapest CPU codegen halves compile
 # time. Set before JAX starts; subprocesses inherit it.
@@ -78,6 +86,12 @@ def config():
 
 def make_model(config):
   return models.BertForMaskedLM(step_lib.model_config(config, config.model.vocab_size))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def datasets_cache():
+  yield HF_DATASETS_CACHE
+  shutil.rmtree(HF_DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session', autouse=True)
