@@ -10,10 +10,15 @@ import tempfile
 HF_DATASETS_CACHE = os.environ['HF_DATASETS_CACHE'] = tempfile.mkdtemp(
     prefix='sctd-tests-hf-datasets-')
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 # Tests check numbers, not speed: XLA's cheapest CPU codegen halves compile
-# time. Set before JAX starts; subprocesses inherit it.
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_backend_optimization_level=0').strip()
+# time. Set before JAX starts; subprocesses inherit it. A test that checks
+# the default level (test_hf_parity, test_sharding) starts a process with
+# SCTD_TESTS_XLA_DEFAULT_LEVEL set.
+if not os.environ.get('SCTD_TESTS_XLA_DEFAULT_LEVEL'):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
 
 import contextlib
 
