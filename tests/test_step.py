@@ -82,9 +82,11 @@ def test_learning_rate_schedule_warmup_then_linear_decay():
     np.testing.assert_allclose(schedule(t), want, atol=1e-6)
 
 
-def test_training_lowers_the_mlm_loss_on_a_fixed_batch():
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16'])
+def test_training_lowers_the_mlm_loss_on_a_fixed_batch(dtype):
+  """In each compute dtype; the parameters (and Adam's moments) stay float32."""
   config = tiny_config(**{'train.learning_rate': 3e-3, 'model.dropout_rate': 0.0,
-                          'model.attention_dropout_rate': 0.0})
+                          'model.attention_dropout_rate': 0.0, 'model.dtype': dtype})
   model, state = _state(config)
   train_step = step_lib.make_train_step(model, config)
   batch = random_batch(config, seed=7)
@@ -92,7 +94,9 @@ def test_training_lowers_the_mlm_loss_on_a_fixed_batch():
   for _ in range(30):
     state, metrics = train_step(state, batch)
     losses.append(float(metrics['mlm_drop']))
-  assert losses[-1] < 0.5 * losses[0], losses
+  assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype('float32')}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {np.dtype('float32')}
 
 
 @pytest.mark.parametrize('method', ['sctd', 'baseline'])
