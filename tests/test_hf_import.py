@@ -35,7 +35,10 @@ def torch_folder(tmp_path_factory):
   with torch.no_grad():   # non-zero biases and LayerNorm: a wrong mapping shows
     for p in model.parameters():
       p.add_(0.05 * torch.randn_like(p))
-  model.save_pretrained(folder, safe_serialization=False)
+  # The legacy format, as older Hub checkpoints have it (transformers 5
+  # itself writes only safetensors).
+  torch.save(model.state_dict(), folder / 'pytorch_model.bin')
+  model.config.save_pretrained(folder)
   tokenizer.save_pretrained(folder)
   assert (folder / 'pytorch_model.bin').exists()
   assert not (folder / 'model.safetensors').exists()
