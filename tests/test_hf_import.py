@@ -64,7 +64,8 @@ def test_max_train_examples_keeps_the_first_examples(torch_folder):
   folder, _, tokenizer = torch_folder
   config = _config(str(folder), **{'data.max_train_examples': 7})
   (train, splits) = finetune.load_arrays(config, tasks.get('tense'), tokenizer)
-  sentences = synthetic.labelled_sentences(tasks.BUILTIN_SEEDS['train'], 7)
+  sentences = synthetic.labelled_sentences(tasks.BUILTIN_SEEDS['train'],
+                                           tasks.BUILTIN_SIZES['train'])[:7]
   assert list(train[tasks.LABEL]) == [synthetic.TENSES.index(s.tense) for s in sentences]
   assert [split.name for split, _ in splits] == ['validation']
 
