@@ -10,7 +10,7 @@ import pytest
 
 from test_train import ROOT
 
-SHAPE = ['--config', 'configs/bench.py', '--config.model.num_layers=2',
+SHAPE = ['--config', 'configs/bench.py', '--config.model.num_layers=3',
          '--config.model.hidden_size=32', '--config.model.num_heads=2',
          '--config.model.intermediate_size=64', '--config.model.vocab_size=500',
          '--config.data.seq_len=16', '--config.data.max_predictions=3',
@@ -55,12 +55,12 @@ def test_checkpoint_times_save_and_restore_of_this_shape(tmp_path):
   transformers = pytest.importorskip('transformers')
   _, result = _bench(tmp_path, f'--checkpoint={tmp_path / "scratch"}')
   c = result['checkpoint']
-  # HF's BertForMaskedLM of the same shape (no pooler, tied decoder) counts
-  # the parameters independently.
+  # HF's BertForMaskedLM of the same shape (tied decoder) counts the
+  # parameters independently; it drops BERT's pooler, which ours keeps.
   hf = transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+      vocab_size=500, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
       intermediate_size=64, max_position_embeddings=512))
-  assert c['params'] == hf.num_parameters()
+  assert c['params'] == hf.num_parameters() + 32 * 32 + 32
   assert 0 < c['save_blocking_s'] <= c['save_total_s']
   assert c['restore_s'] > 0
   assert c['size_mb'] * 2**20 > 4 * c['params']   # float32 params, at least
