@@ -82,7 +82,7 @@ def test_tense_is_learned_over_two_seeds_and_the_files_agree(pretrained, tmp_pat
   assert all(isinstance(r['prediction'], int) for r in rows)
   predictions = [r['prediction'] for r in rows]
   labels = [r['label'] for r in rows]
-  assert sum(p == l for p, l in zip(predictions, labels)) / 500 == per_seed[0]
+  assert sum(p == l for p, l in zip(predictions, labels)) / 500 == pytest.approx(per_seed[0])
 
   config = json.load(open(tmp_path / 'config.json'))
   assert config['task'] == 'tense' and config['num_seeds'] == 2
