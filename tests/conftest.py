@@ -1,13 +1,29 @@
 """Shared fixtures: a tiny BERT config and random batches."""
 
 import os
+import shutil
+import tempfile
+
+# Arrow caches that `datasets` writes (the tokenizer CLI, corpora) go to a
+# directory of this session, not the home directory; set before `datasets`
+# is imported, and inherited by the CLI runs tests start.
+HF_DATASETS_CACHE = os.environ['HF_DATASETS_CACHE'] = tempfile.mkdtemp(
+    prefix='sctd-tests-hf-datasets-')
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Tests check numbers, not speed: XLA's cheapest CPU codegen halves compile
-# time. Set before JAX starts; subprocesses inherit it.
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_backend_optimization_level=0').strip()
+# time. Set before JAX starts; subprocesses inherit it. A test that checks
+# the default level (test_hf_parity, test_sharding) starts a process with
+# SCTD_TESTS_XLA_DEFAULT_LEVEL set.
+if not os.environ.get('SCTD_TESTS_XLA_DEFAULT_LEVEL'):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
+
+import contextlib
 
 import jax
+import jax.monitoring
 import numpy as np
 import pytest
 
@@ -50,6 +66,24 @@ def random_batch(config, seed=0, pad_from=None):
               mlm_weights=np.ones((B, P), np.float32))
 
 
+@contextlib.contextmanager
+def count_compiles(fun_name):
+  """Yields a list that collects one entry per XLA compilation (or
+  persistent-cache load) of a function whose name contains `fun_name`,
+  through JAX's public monitoring events rather than log text."""
+  compiles = []
+  def listener(event, duration, **kwargs):
+    del duration
+    if (event == '/jax/core/compile/backend_compile_duration'
+        and fun_name in str(kwargs.get('fun_name', ''))):
+      compiles.append(kwargs['fun_name'])
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
 @pytest.fixture
 def config():
   return tiny_config()
@@ -57,6 +91,12 @@ def config():
 
 def make_model(config):
   return models.BertForMaskedLM(step_lib.model_config(config, config.model.vocab_size))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def datasets_cache():
+  yield HF_DATASETS_CACHE
+  shutil.rmtree(HF_DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session', autouse=True)

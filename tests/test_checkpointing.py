@@ -90,9 +90,18 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path):
                         recursive=True):
     if os.path.isfile(path):
       open(path, 'wb').close()   # as if killed while writing
+  # The copy already holds rows 151-200: mark them, so only rows the resumed
+  # run writes (after dropping the marked ones) can pass.
+  metrics = workdir / 'metrics.jsonl'
+  rows = [json.loads(line) for line in open(metrics)]
+  metrics.write_text(''.join(json.dumps(dict(r, loss=-1.0) if r['step'] > 150 else r) + '\n'
+                             for r in rows))
   run = _run(workdir)
   assert run.returncode == 0, run.stderr[-3000:]
   assert 'unreadable' in run.stderr and 'resuming at step 150' in run.stderr
+  rows = [json.loads(line) for line in open(metrics)]
+  assert [r['step'] for r in rows] == list(range(1, STEPS + 1))
+  assert all(r['loss'] > 0 for r in rows)
   kept = os.listdir(workdir / 'checkpoints')
   assert any(name.startswith('200.unreadable-') for name in kept), kept
   assert {'150', '200'} <= set(kept)   # the good one kept, 200 saved anew

@@ -6,12 +6,22 @@ from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 
 
-def test_bert_base_ratios_match_design():
+def test_bert_base_ratios_match_a_hand_count_and_design():
   c = config_lib.base_config()
   c.model.vocab_size = 30522
+  d, I, S, k, V, P, fi = 768, 3072, 512, 256, 30522, 80, 10
+  full_layer = S * (8 * d * d + 4 * d * I + 4 * S * d)
+  cross = k * (4 * d * d + 4 * d * I + 4 * S * d) + S * 4 * d * d
+  kept = k * (8 * d * d + 4 * d * I + 4 * k * d)
+  head = P * (2 * d * d + 2 * d * V)
+  # 12 layers: full 0-4, cross 5, kept-only 6-10, full 11.
+  full, drop = 12 * full_layer + head, 6 * full_layer + cross + 5 * kept + head
   ratios = cost_model.step_ratios(c)
-  assert ratios['token_drop'] == pytest.approx(0.755, abs=0.002)
-  assert ratios['sctd'] == pytest.approx(0.855, abs=0.002)
+  assert ratios['token_drop'] == pytest.approx(drop / full, rel=1e-12)
+  assert ratios['sctd'] == pytest.approx((fi * drop + full) / fi / full, rel=1e-12)
+  # The design's figures, given to three digits ("about 0.755" is 0.7556).
+  assert ratios['token_drop'] == pytest.approx(0.7556, abs=5e-5)
+  assert ratios['sctd'] == pytest.approx(0.8556, abs=5e-5)
 
 
 def test_hand_count_for_a_small_model():
@@ -27,5 +37,5 @@ def test_hand_count_for_a_small_model():
   full = 4 * full_layer + head
   drop = 2 * full_layer + cross + kept + head   # full 0, cross 1, kept 2, full 3
   ratios = cost_model.step_ratios(c)
-  assert ratios['token_drop'] == pytest.approx(drop / full)
-  assert ratios['sctd'] == pytest.approx((5 * drop + full) / 5 / full)
+  assert ratios['token_drop'] == pytest.approx(drop / full, rel=1e-12)
+  assert ratios['sctd'] == pytest.approx((5 * drop + full) / 5 / full, rel=1e-12)

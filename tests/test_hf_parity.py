@@ -1,5 +1,9 @@
 """Our BERT against Hugging Face's PyTorch BertForMaskedLM with the same weights."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -7,14 +11,15 @@ import pytest
 from sctd_jax.hf import format as hf_format
 from sctd_jax import models
 from sctd_jax import step as step_lib
-from conftest import random_batch, tiny_config
+from conftest import HERE, random_batch, tiny_config
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 
-def test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments():
-  config = tiny_config()
+@pytest.mark.parametrize('act', ['gelu', 'gelu_new', 'relu'])
+def test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments(act):
+  config = tiny_config(**{'model.hidden_act': act})
   cfg = step_lib.model_config(config, config.model.vocab_size)
   model = models.BertForMaskedLM(cfg)
   params = models.init_params(model, jax.random.PRNGKey(0))
@@ -42,3 +47,19 @@ def test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments():
   real = batch['attention_mask'].astype(bool)
   assert ours.shape == theirs.shape == (4, 16, config.model.vocab_size)
   np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4)
+
+
+def test_parity_at_the_default_xla_optimisation_level():
+  """conftest.py sets XLA's lowest optimisation level for speed; users run
+  the default one, whose fusions reorder float operations."""
+  if os.environ.get('SCTD_TESTS_XLA_DEFAULT_LEVEL'):
+    pytest.skip('already at the default level')
+  run = subprocess.run(
+      [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+       'test_hf_parity.py::test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments'],
+      cwd=HERE, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, SCTD_TESTS_XLA_DEFAULT_LEVEL='1',
+               XLA_FLAGS=' '.join(f for f in os.environ.get('XLA_FLAGS', '').split()
+                                  if not f.startswith('--xla_backend_optimization_level'))))
+  assert run.returncode == 0, run.stdout[-3000:]
+  assert '3 passed' in run.stdout, run.stdout[-3000:]

@@ -3,6 +3,7 @@ not, SentEval files are parsed and refused clearly, and the CLI writes its
 json and figure. The model is a random-init BERT saved as an HF folder: a
 signal carried by one word needs no training to show in layer 1."""
 
+import collections
 import json
 import random
 import subprocess
@@ -11,7 +12,11 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
+import torch
+import transformers
 
 from sctd_jax.data import synthetic
 from sctd_jax.data import tokenizer as tokenizer_lib
@@ -74,13 +79,58 @@ def test_probe_finds_a_planted_word_and_not_random_labels(model_folder, data):
   assert all(0.4 < acc < 0.6 for acc in result['random'].values()), result
 
 
-def test_builtin_tasks_give_an_accuracy_per_task_and_layer(model_folder):
+def _torch_layer_vectors(folder, texts, pooling, max_length=32):
+  """[num_layers, N, d] from HF's PyTorch BertModel(output_hidden_states)."""
+  tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+  bert = transformers.BertModel.from_pretrained(folder).eval()
+  enc = tokenizer(texts, padding='max_length', truncation=True, max_length=max_length,
+                  return_tensors='pt')
+  with torch.no_grad():
+    hidden = torch.stack(bert(**enc, output_hidden_states=True).hidden_states[1:])
+  if pooling == 'cls':
+    return hidden[:, :, 0].numpy()
+  weights = enc['attention_mask'].float()[None, ..., None]
+  return ((hidden * weights).sum(2) / weights.sum(2)).numpy()
+
+
+@pytest.mark.parametrize('pooling', ['mean', 'cls'])
+def test_layer_vectors_match_hf_output_hidden_states(model_folder, pooling):
   model, params, tokenizer = hf_load.load_pretrained(str(model_folder))
-  result = probe.probe(model, params, tokenizer, probe.load_tasks(None), 'mean', 32)
+  texts = [s.text for s in synthetic.labelled_sentences(3, 20)] + ['a', 'alpha ' * 40]
+  got = probe.encode(model, params, tokenizer, texts, pooling, 32)
+  want = _torch_layer_vectors(str(model_folder), texts, pooling)
+  assert got.shape == want.shape == (NUM_LAYERS, 22, 64)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _sklearn_probe(features, labels):
+  """SentEval's protocol written out: standardise on train, logistic
+  regression per C, test accuracy at the C of best dev accuracy."""
+  mean, std = features['tr'].mean(0), features['tr'].std(0)
+  x = {k: (v - mean) / np.where(std > 0, std, 1.0) for k, v in features.items()}
+  best = max((LogisticRegression(C=c, max_iter=5000).fit(x['tr'], labels['tr'])
+              for c in (0.01, 0.1, 1.0, 10.0)),
+             key=lambda fit: fit.score(x['va'], labels['va']))
+  return best.score(x['te'], labels['te'])
+
+
+def test_builtin_tasks_match_sklearn_on_hf_hidden_states(model_folder):
+  model, params, tokenizer = hf_load.load_pretrained(str(model_folder))
+  tasks = probe.load_tasks(None)
+  result = probe.probe(model, params, tokenizer, tasks, 'mean', 32)
   assert list(result) == ['tense', 'subj_num']
-  for accuracies in result.values():
-    assert list(accuracies) == [str(l + 1) for l in range(NUM_LAYERS)]
-    assert all(0.0 <= acc <= 1.0 for acc in accuracies.values())
+  for name, task in tasks.items():
+    assert list(result[name]) == [str(l + 1) for l in range(NUM_LAYERS)]
+    labels = {split: task[split].labels for split in ('tr', 'va', 'te')}
+    features = {split: _torch_layer_vectors(str(model_folder), task[split].texts, 'mean')[0]
+                for split in ('tr', 'va', 'te')}
+    want = _sklearn_probe(features, labels)
+    # A random encoder still carries the words: above the majority class.
+    majority = max(collections.Counter(labels['te']).values()) / len(labels['te'])
+    assert result[name]['1'] > majority + 0.05, (name, result[name], majority)
+    # Same protocol on features equal to 1e-5: the same accuracy up to a few
+    # test sentences near the boundary.
+    assert abs(result[name]['1'] - want) <= 0.01, (name, result[name]['1'], want)
 
 
 def test_cli_compares_two_inits(model_folder, data, tmp_path):

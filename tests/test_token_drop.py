@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import models
@@ -142,16 +143,23 @@ def test_cross_attention_layer_matches_reference():
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-def test_dropped_forward_schedule_matches_composed_layers():
-  """The dropping forward is: full layers, cross, kept-only, scatter, full."""
-  config = tiny_config(**{'model.num_layers': 6})  # full 0-1, cross 2, kept 3-4, full 5
+@pytest.mark.parametrize('first, last, overrides', [
+    (2, 4, {}),   # the default schedule: full 0-1, cross 2, kept 3-4, full 5
+    (1, 3, {'token_drop.first_layer': 1, 'token_drop.last_layer': 3}),
+])
+def test_dropped_forward_schedule_matches_composed_layers(first, last, overrides):
+  """The dropping forward is: full layers, cross, kept-only, scatter, full;
+  every layer's states at every position, as sown for probing."""
+  config = tiny_config(**{'model.num_layers': 6}, **overrides)
   model = make_model(config)
   batch = random_batch(config, pad_from=[16, 12, 16, 9])
   params = models.init_params(model, jax.random.PRNGKey(1))
   idx = np.asarray(token_drop.select_kept(_importance(config.model.vocab_size),
                                           batch['input_ids'], 8, jax.random.PRNGKey(0)))
-  got = model.apply({'params': params}, batch['input_ids'], batch['token_type_ids'],
-                    batch['attention_mask'], None, idx, method=model.forward)
+  got, sown = model.apply({'params': params}, batch['input_ids'], batch['token_type_ids'],
+                          batch['attention_mask'], None, idx, method=model.forward,
+                          mutable='intermediates')
+  got_states = sown['intermediates']['bert']['encoder']['layer']['hidden_states']
   cfg = step_lib.model_config(config, config.model.vocab_size)
   p = jax.tree.map(np.asarray, params)
   emb = models.Embeddings(cfg).apply({'params': p['bert']['embeddings']},
@@ -159,18 +167,25 @@ def test_dropped_forward_schedule_matches_composed_layers():
   layer = lambda i, xq, xkv, m: _reference_layer(
       p['bert']['encoder']['layer'][str(i)], xq, xkv, m, heads=4)
   mask = batch['attention_mask']
-  x = np.asarray(emb)
-  for i in (0, 1):
-    x = layer(i, x, x, mask)
   kept_mask = np.take_along_axis(mask, idx, 1)
-  h = layer(2, np.take_along_axis(x, idx[..., None], 1), x, mask)
-  for i in (3, 4):
-    h = layer(i, h, h, kept_mask)
-  merged = x.copy()
-  np.put_along_axis(merged, idx[..., None], h, 1)
-  final = layer(5, merged, merged, mask)
-  np.testing.assert_allclose(got.cls_states[4], h[:, 0], atol=1e-4)
-  np.testing.assert_allclose(got.cls_states[5], final[:, 0], atol=1e-4)
+  x = np.asarray(emb)
+  want = []
+  for i in range(6):
+    if i < first or i > last:
+      x = layer(i, x, x, mask)
+    elif i == first:
+      full_x = x
+      x = layer(i, np.take_along_axis(x, idx[..., None], 1), full_x, mask)
+    else:
+      x = layer(i, x, x, kept_mask)
+    if i == last:
+      merged = full_x.copy()
+      np.put_along_axis(merged, idx[..., None], x, 1)
+      x = merged
+    want.append(x)
+  for i in range(6):
+    np.testing.assert_allclose(got_states[i], want[i], atol=2e-5, err_msg=f'layer {i}')
+    np.testing.assert_allclose(got.cls_states[i], want[i][:, 0], atol=2e-5, err_msg=f'layer {i}')
 
 
 def test_importance_ema_matches_hand_computation():
@@ -178,14 +193,15 @@ def test_importance_ema_matches_hand_computation():
   table = token_drop.init_importance(vocab, [CLS, SEP, MASK], [PAD], 10.0)
   ids = np.array([[7, 7, 5], [7, 8, CLS], [9, 6, PAD]], np.int32)
   losses = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], np.float32)
-  weights = np.array([[1, 1, 1], [1, 1, 1], [0, 1, 0]], np.float32)
+  weights = np.array([[1, 1, 1], [1, 1, 1], [0, 1, 1]], np.float32)
   new = np.asarray(token_drop.update_importance(table, ids, losses, weights, beta))
   want = np.asarray(table).copy()
   want[7] = beta * 10 + (1 - beta) * (1 + 2 + 4) / 3   # three occurrences
   want[5] = beta * 10 + (1 - beta) * 3
   want[8] = beta * 10 + (1 - beta) * 5
   want[6] = beta * 10 + (1 - beta) * 8
-  # id 9 only in a weight-0 slot; [CLS] is on the allow list: unchanged.
+  # id 9 only in a weight-0 slot; [CLS] (allow list) and [PAD] (deny list)
+  # are weighted targets here, yet keep their scores.
   np.testing.assert_allclose(new, want, rtol=1e-6)
   assert new[CLS] == token_drop.ALLOW_SCORE and new[PAD] == token_drop.DENY_SCORE
 

@@ -1,0 +1,74 @@
+"""The benchmark CLI on a tiny shape: memory only (--cycles 0), one timed
+cycle, checkpoint timing (--checkpoint) and the input pipeline (--data),
+each with --json (which once crashed after --data)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from test_train import ROOT
+
+SHAPE = ['--config', 'configs/bench.py', '--config.model.num_layers=3',
+         '--config.model.hidden_size=32', '--config.model.num_heads=2',
+         '--config.model.intermediate_size=64', '--config.model.vocab_size=500',
+         '--config.data.seq_len=16', '--config.data.max_predictions=3',
+         '--config.train.batch_size=4', '--config.sctd.fi=2', '--hf=false']
+
+
+def _bench(tmp_path, *args):
+  out = tmp_path / 'bench.json'
+  run = subprocess.run([sys.executable, '-m', 'sctd_jax.bench', *SHAPE, *args,
+                        f'--json={out}'], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)   # a loaded 2-core machine
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'Traceback' not in run.stderr
+  return run, json.load(open(out))
+
+
+def test_cycles_zero_compiles_each_method_and_reports_memory(tmp_path):
+  run, result = _bench(tmp_path, '--cycles=0')
+  assert json.loads(run.stdout) == result
+  assert result['mesh'] == [1, 1, 1]
+  assert set(result['memory_per_device_mb']) == {'baseline', 'token_drop', 'sctd'}
+  assert 'rows' not in result   # nothing timed
+
+
+def test_one_timed_cycle_gives_a_row_per_method(tmp_path):
+  run, result = _bench(tmp_path, '--cycles=1')
+  rows = {r['method']: r for r in result['rows']}
+  assert list(rows) == ['baseline', 'token_drop', 'sctd']
+  assert rows['baseline']['ratio'] == 1.0
+  for r in rows.values():
+    assert r['step_time_s'] > 0
+    # 4 x 16 tokens per step.
+    assert r['tokens_per_s'] * r['step_time_s'] == pytest.approx(64)
+    assert r['ratio'] == pytest.approx(r['step_time_s'] / rows['baseline']['step_time_s'])
+  assert rows['baseline']['cost_model_ratio'] == 1.0
+  assert 0.5 < rows['token_drop']['cost_model_ratio'] < rows['sctd']['cost_model_ratio'] < 1
+  assert result['shape']['seq_len'] == 16 and result['shape']['fi'] == 2
+  assert 'token_drop' in run.stdout and 'cost model' in run.stdout   # the table
+
+
+def test_checkpoint_times_save_and_restore_of_this_shape(tmp_path):
+  transformers = pytest.importorskip('transformers')
+  _, result = _bench(tmp_path, f'--checkpoint={tmp_path / "scratch"}')
+  c = result['checkpoint']
+  # HF's BertForMaskedLM of the same shape (tied decoder) counts the
+  # parameters independently; it drops BERT's pooler, which ours keeps.
+  hf = transformers.BertForMaskedLM(transformers.BertConfig(
+      vocab_size=500, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+      intermediate_size=64, max_position_embeddings=512))
+  assert c['params'] == hf.num_parameters() + 32 * 32 + 32
+  assert 0 < c['save_blocking_s'] <= c['save_total_s']
+  assert c['restore_s'] > 0
+  assert c['size_mb'] * 2**20 > 4 * c['params']   # float32 params, at least
+
+
+def test_data_measures_the_pipeline_and_writes_json(tmp_path):
+  run, result = _bench(tmp_path, '--data', '--config.data.vocab_size=300',
+                       '--config.data.tokenizer_docs=100')
+  assert json.loads(run.stdout) == result
+  assert result['source'] == 'synthetic' and result['seq_len'] == 16
+  assert result['pipeline_tokens_per_s'] > 0
