@@ -74,8 +74,15 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
       dropout_rate=m.dropout_rate,
       attention_dropout_rate=m.attention_dropout_rate,
       layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-      dtype=jnp.dtype(m.dtype), remat=m.remat, first_drop_layer=first,
-      last_drop_layer=last)
+      dtype=compute_dtype(m.dtype), remat=m.remat, attention=m.attention,
+      first_drop_layer=first, last_drop_layer=last)
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """model.dtype; 'auto' is bfloat16 on GPU/TPU (where it pays), float32 on CPU."""
+  if name == 'auto':
+    return jnp.dtype(jnp.float32 if jax.default_backend() == 'cpu' else jnp.bfloat16)
+  return jnp.dtype(name)
 
 
 def create_train_state(config, model: models.BertForMaskedLM,
