@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
       use_kl_global=True,
       stop_grad_teacher=False,
       kl_normalizer='batch',
+      # Beyond the paper: on SCTD steps the layers before the cross layer run
+      # once for both forwards, which then share that prefix's dropout noise.
+      share_prefix=False,
   ))
 
   c.train = ml_collections.ConfigDict(dict(

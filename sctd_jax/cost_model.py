@@ -34,15 +34,24 @@ def forward_flops(config, dropped: bool) -> float:
   return total
 
 
+def prefix_flops(config) -> float:
+  """Forward FLOPs per sequence of the full layers before the cross layer."""
+  m, S = config.model, config.data.seq_len
+  first, _ = config_lib.drop_layers(config)
+  return first * layer_flops(m.hidden_size, m.intermediate_size, S, S)
+
+
 def step_ratios(config) -> dict[str, float]:
   """Training cost per step relative to the baseline, per method.
 
   SCTD averages a cycle of Fi steps: Fi-1 dropped steps and one step running
-  both forwards, ((Fi-1) drop + drop + full) / Fi."""
+  both forwards, ((Fi-1) drop + drop + full) / Fi; with `sctd.share_prefix`
+  that step runs the layers before the cross layer once, not twice."""
   full, drop = forward_flops(config, False), forward_flops(config, True)
   fi = config.sctd.fi
+  both = drop + full - (prefix_flops(config) if config.sctd.share_prefix else 0.0)
   return {'baseline': 1.0, 'token_drop': drop / full,
-          'sctd': ((fi - 1) * drop + drop + full) / fi / full}
+          'sctd': ((fi - 1) * drop + both) / fi / full}
 
 
 def train_flops_per_step(config, method: str) -> float:

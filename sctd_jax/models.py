@@ -208,15 +208,19 @@ class LayerStack(nn.Module):
     layer = nn.remat(Layer, static_argnums=(4,)) if self.cfg.remat else Layer
     self.layers = [layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
 
-  def __call__(self, x, mask, keep_indices, deterministic):
-    """Returns the last hidden states [B, S, d] and each layer's [CLS] state
-    [num_layers, B, d] (the kept set always holds [CLS] at index 0). Each
+  def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
+    """Runs layers `start` to `stop - 1` (default: all) on `x`, the input of
+    layer `start`; with `keep_indices`, `start` must not pass the cross layer.
+
+    Returns the last hidden states [B, S, d] and each run layer's [CLS] state
+    [stop - start, B, d] (the kept set always holds [CLS] at index 0). Each
     layer's output is also sown as `intermediates/.../hidden_states`, read by
     probing with `mutable='intermediates'` and free otherwise."""
     cfg = self.cfg
     first, last = cfg.first_drop_layer, cfg.last_drop_layer
     cls_states = []
-    for i, layer in enumerate(self.layers):
+    for i in range(start, cfg.num_layers if stop is None else stop):
+      layer = self.layers[i]
       if keep_indices is None or i < first or i > last:
         x = layer(x, x, mask, deterministic)
       elif i == first:
@@ -235,9 +239,11 @@ class LayerStack(nn.Module):
 class Encoder(nn.Module):
   cfg: BertConfig
 
-  @nn.compact
-  def __call__(self, x, mask, keep_indices, deterministic):
-    return LayerStack(self.cfg, name='layer')(x, mask, keep_indices, deterministic)
+  def setup(self):
+    self.layer = LayerStack(self.cfg)
+
+  def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
+    return self.layer(x, mask, keep_indices, deterministic, start, stop)
 
 
 class Pooler(nn.Module):
@@ -328,6 +334,26 @@ class BertForMaskedLM(nn.Module):
                                                      attention_mask)
     x, cls_states, _ = self.bert(input_ids, token_type_ids, attention_mask,
                                  keep_indices, deterministic)
+    return self._head(x, cls_states, mlm_positions)
+
+  def forward_shared(self, input_ids, token_type_ids, attention_mask,
+                     mlm_positions, keep_indices, deterministic=True):
+    """SCTD's dropped and full forwards, (dropped, full), with the layers
+    before the cross layer run once for both (`sctd.share_prefix`, beyond
+    the paper): both branches then share that prefix's dropout noise."""
+    token_type_ids, attention_mask = _default_inputs(input_ids, token_type_ids,
+                                                     attention_mask)
+    mask, first = attention_mask.astype(bool), self.cfg.first_drop_layer
+    x = self.bert.embeddings(input_ids, token_type_ids, deterministic)
+    x, prefix_cls = self.bert.encoder(x, mask, None, deterministic, stop=first)
+    outputs = []
+    for indices in (keep_indices, None):
+      h, cls_states = self.bert.encoder(x, mask, indices, deterministic, start=first)
+      outputs.append(self._head(h, jnp.concatenate([prefix_cls, cls_states]),
+                                mlm_positions))
+    return tuple(outputs)
+
+  def _head(self, x, cls_states, mlm_positions):
     if mlm_positions is not None:
       x = jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
     logits = self.cls(x, self.bert.embeddings.word_embeddings)

@@ -29,3 +29,16 @@ def test_hand_count_for_a_small_model():
   ratios = cost_model.step_ratios(c)
   assert ratios['token_drop'] == pytest.approx(drop / full)
   assert ratios['sctd'] == pytest.approx((5 * drop + full) / 5 / full)
+
+
+def test_shared_prefix_saves_the_prefix_once_per_sctd_step():
+  c = config_lib.base_config()
+  c.model.vocab_size = 30522
+  unshared = cost_model.step_ratios(c)['sctd']
+  c.sctd.share_prefix = True
+  shared = cost_model.step_ratios(c)['sctd']
+  assert shared == pytest.approx(0.816, abs=0.002)
+  # Hand count: BERT-base, S=512: layers 0-4 run once, not twice, per Fi=10 steps.
+  d, I, S = 768, 3072, 512
+  saved = 5 * S * (8 * d * d + 4 * d * I + 4 * S * d) / 10
+  assert unshared - shared == pytest.approx(saved / cost_model.forward_flops(c, False))
