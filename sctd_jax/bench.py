@@ -35,6 +35,7 @@ from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax.data import pipeline
 from sctd_jax.data import tokenizer as tokenizer_lib
+from sctd_jax import hlo_profile
 from sctd_jax import models
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
@@ -99,6 +100,31 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
       if cycle:
         times[name].append((time.perf_counter() - start) / fi)
   return times, memory, compile_s
+
+
+def profile(config, directory: str) -> list[str]:
+  """The top HLO ops of 3 traced steps of each method (one step per call)."""
+  tables = []
+  for name, method, share_prefix in VARIANTS[:3]:
+    c = variant_config(config, method, share_prefix)
+    model = models.BertForMaskedLM(step_lib.model_config(c, c.model.vocab_size))
+    importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
+    state = [step_lib.create_train_state(c, model, importance, jax.random.PRNGKey(0))]
+    batch = random_batch(c, np.random.default_rng(0))
+    train_step = step_lib.make_train_step(model, c).lower(state[0], batch).compile()
+
+    def run_step():
+      state[0], metrics = train_step(state[0], batch)
+      return metrics
+
+    for _ in range(2):  # Warm-up.
+      jax.block_until_ready(run_step())
+    start = time.perf_counter()
+    trace = hlo_profile.trace_steps(run_step, 3, os.path.join(directory, name))
+    wall = time.perf_counter() - start
+    tables.append(f'{name} (3 steps)\n' + hlo_profile.format_top(
+        hlo_profile.op_times(trace), wall))
+  return tables
 
 
 def device_memory(compiled) -> float | None:
@@ -222,6 +248,22 @@ def run(config, cycles: int, hf: bool) -> dict:
   return result
 
 
+def predict(config, mfu: float = 0.5) -> str:
+  """A table of the tokens/s the cost model predicts at `mfu` on each chip
+  of the peak table, per variant: a prediction, not a measurement."""
+  tokens = config.train.batch_size * config.data.seq_len
+  chips = {chip: flops for chip, _, flops in cost_model.PEAK_FLOPS}
+  lines = [f'Predicted training tokens/s per chip at {mfu:.0%} MFU (cost model; '
+           f'not measured), seq {config.data.seq_len}, vocab {config.model.vocab_size}',
+           f"{'method':<14}{'GFLOP/token':>12}" + ''.join(f'{c:>10}' for c in chips)]
+  for name, method, share_prefix in VARIANTS:
+    per_token = cost_model.train_flops_per_step(
+        variant_config(config, method, share_prefix), method) / tokens
+    lines.append(f'{name:<14}{per_token / 1e9:>12.3f}' + ''.join(
+        f'{mfu * peak / per_token:>10.0f}' for peak in chips.values()))
+  return '\n'.join(lines)
+
+
 def machine() -> str:
   return (f'{platform.machine()}, {os.cpu_count()} CPU cores, '
           f'jax {jax.__version__} on {jax.devices()[0].platform}')
@@ -258,6 +300,11 @@ def define_flags() -> None:
   flags.DEFINE_bool(
       'data', False, "Instead of step times, the input pipeline's tokens/s alone "
       '(the config\'s data.source and tokenizer), one process, no model.')
+  flags.DEFINE_bool('predict', False, 'Instead of step times, the tokens/s the cost '
+                    'model predicts at 50% MFU on the peak table\'s chips.')
+  flags.DEFINE_string(
+      'profile', None, 'Instead of step times, trace 3 steps of each method '
+      'into this directory with jax.profiler and print the top HLO ops.')
   flags.DEFINE_string(
       'checkpoint', None, 'Instead of step times, time saving and restoring an '
       'Orbax checkpoint of the train state of this shape in this scratch directory.')
@@ -277,6 +324,11 @@ def main(argv):
                   source=config.data.source, seq_len=config.data.seq_len,
                   batch_size=config.train.batch_size, pipeline_tokens_per_s=rate)
     print(json.dumps(result, indent=2))
+  elif args.predict:
+    print(predict(config))
+  elif args.profile:
+    for table in profile(config, args.profile):
+      print(table, flush=True)
   elif args.checkpoint:
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
                   checkpoint=time_checkpoint(config, args.checkpoint))

@@ -85,13 +85,23 @@ def interval_flops(config, num_steps: int, sctd_steps: int) -> float:
 
 
 # Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets; MFU
-# is quoted against these, as PaLM and MaxText do. Matched in order against
-# jax's device_kind (lower case), so 'v5 lite' (v5e) precedes 'v5' (v5p).
+# is quoted against these, as PaLM and MaxText do. (chip, substrings of
+# jax's device_kind in lower case, peak), matched in order: TPU v5e reports
+# 'TPU v5 lite', so it precedes v5p's 'TPU v5'.
 PEAK_FLOPS = (
-    ('a100', 312e12), ('h100', 989e12), ('h200', 989e12),
-    ('v4', 275e12), ('v5 lite', 197e12), ('v5e', 197e12), ('v5p', 459e12),
-    ('v5', 459e12),
+    ('A100', ('a100',), 312e12), ('H100', ('h100',), 989e12),
+    ('H200', ('h200',), 989e12), ('TPU v4', ('v4',), 275e12),
+    ('TPU v5e', ('v5 lite', 'v5e'), 197e12), ('TPU v5p', ('v5p', 'v5'), 459e12),
 )
+
+
+def chip_peak(device_kind: str) -> tuple[str, float] | None:
+  """(chip, peak FLOP/s) of a device kind in the table, else None."""
+  kind = device_kind.lower()
+  for chip, names, flops in PEAK_FLOPS:
+    if any(name in kind for name in names):
+      return chip, flops
+  return None
 
 
 def measured_matmul_flops(n: int = 1024, reps: int = 10) -> float:
@@ -114,10 +124,9 @@ def peak_flops() -> tuple[float, str]:
   A CPU process's devices share its cores, so its peak is measured once per
   process (this one's, assumed alike on every host)."""
   device = jax.devices()[0]
-  kind = device.device_kind.lower()
-  for name, flops in PEAK_FLOPS:
-    if name in kind:
-      return flops * jax.device_count(), f'{device.device_kind} data sheet, bf16'
+  known = chip_peak(device.device_kind)
+  if known:
+    return known[1] * jax.device_count(), f'{known[0]} data sheet, bf16'
   return (measured_matmul_flops() * jax.process_count(),
           f'measured f32 matmul on {device.device_kind}')
 

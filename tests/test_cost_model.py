@@ -67,9 +67,10 @@ def test_interval_flops_and_mfu_by_hand():
 
 
 def test_peak_table_matches_device_kinds():
-  names = dict(cost_model.PEAK_FLOPS)
-  kind = lambda s: next(f for n, f in cost_model.PEAK_FLOPS if n in s.lower())
-  assert kind('NVIDIA H100 80GB HBM3') == 989e12
-  assert kind('NVIDIA A100-SXM4-80GB') == 312e12
-  assert kind('TPU v5 lite') == 197e12 and kind('TPU v5p') == 459e12
-  assert kind('TPU v4') == 275e12 and names['h200'] == 989e12
+  peak = lambda kind: cost_model.chip_peak(kind)[1]
+  assert peak('NVIDIA H100 80GB HBM3') == 989e12
+  assert peak('NVIDIA H200') == 989e12
+  assert peak('NVIDIA A100-SXM4-80GB') == 312e12
+  assert peak('TPU v5 lite') == 197e12 and peak('TPU v5') == 459e12
+  assert peak('TPU v5p') == 459e12 and peak('TPU v4') == 275e12
+  assert cost_model.chip_peak('cpu') is None
