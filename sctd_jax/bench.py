@@ -21,6 +21,7 @@ import platform
 import statistics
 import tempfile
 import time
+from typing import Iterator
 
 from absl import flags
 import jax
@@ -102,9 +103,8 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
   return times, memory, compile_s
 
 
-def profile(config, directory: str) -> list[str]:
-  """The top HLO ops of 3 traced steps of each method (one step per call)."""
-  tables = []
+def profile(config, directory: str) -> Iterator[str]:
+  """Yields, per method, the top HLO ops of 3 traced steps."""
   for name, method, share_prefix in VARIANTS[:3]:
     c = variant_config(config, method, share_prefix)
     model = models.BertForMaskedLM(step_lib.model_config(c, c.model.vocab_size))
@@ -122,9 +122,8 @@ def profile(config, directory: str) -> list[str]:
     start = time.perf_counter()
     trace = hlo_profile.trace_steps(run_step, 3, os.path.join(directory, name))
     wall = time.perf_counter() - start
-    tables.append(f'{name} (3 steps)\n' + hlo_profile.format_top(
-        hlo_profile.op_times(trace), wall))
-  return tables
+    yield f'{name} (3 steps)\n' + hlo_profile.format_top(
+        hlo_profile.op_times(trace), wall)
 
 
 def device_memory(compiled) -> float | None:
