@@ -1,13 +1,18 @@
 """Step-time benchmark of baseline, token dropping and SCTD on one shape.
 
     python -m sctd_jax.bench [--config configs/bench.py] [--json OUT]
+        [--vocab_sizes 1024,30522] [--cycles 0]
 
-Each method's `train_step` is compiled, warmed up, then timed over whole SCTD
-cycles (Fi steps, block_until_ready at the end of each cycle); cycles of the
-methods are interleaved so drift of the machine hits all alike. Printed per
-method: median step time, tokens/s, measured ratio to baseline, and the cost
-model's ratio (docs/design.md section 2). Where torch and transformers are
-installed, HF's PyTorch `BertForMaskedLM` on the same shape is a peer row.
+Each variant's `train_step` (the three methods, and SCTD with
+`sctd.share_prefix`) is compiled (compile time printed), warmed up, then
+timed over whole SCTD cycles (Fi steps, block_until_ready at the end of each
+cycle); cycles of the variants are interleaved so drift of the machine hits
+all alike. Printed per variant: median step time, tokens/s, measured ratio
+to baseline, the cost model's ratio, model FLOP/s (cost model) and MFU
+against the device's peak (a data-sheet table, or a matmul measured in the
+same run on CPU). Where torch and transformers are installed, HF's PyTorch
+`BertForMaskedLM` on the same shape is a peer row. `--cycles 0` compiles
+only and reports compile time and memory per device.
 """
 
 import json
@@ -16,6 +21,7 @@ import platform
 import statistics
 import tempfile
 import time
+from typing import Iterator
 
 from absl import flags
 import jax
@@ -30,12 +36,22 @@ from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax.data import pipeline
 from sctd_jax.data import tokenizer as tokenizer_lib
+from sctd_jax import hlo_profile
 from sctd_jax import models
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 
-METHODS = ('baseline', 'token_drop', 'sctd')
+# (row name, method, sctd.share_prefix): the three methods, and SCTD with
+# its prefix shared (beyond the paper).
+VARIANTS = (('baseline', 'baseline', False), ('token_drop', 'token_drop', False),
+            ('sctd', 'sctd', False), ('sctd_shared', 'sctd', True))
+
+
+def variant_config(config, method: str, share_prefix: bool):
+  c = config.copy_and_resolve_references()
+  c.method, c.sctd.share_prefix = method, share_prefix
+  return c
 
 
 def random_batch(config, rng: np.random.Generator) -> dict:
@@ -52,38 +68,62 @@ def random_batch(config, rng: np.random.Generator) -> dict:
               mlm_ids=labels, mlm_weights=np.ones((B, P), np.float32))
 
 
-def time_jax_methods(config, cycles: int) -> tuple[dict, dict]:
-  """Per-cycle mean step time (s) of each method, cycles interleaved, and
-  each compiled step's memory per device (XLA's memory analysis)."""
+def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
+  """Per-cycle mean step time (s) of each variant, cycles interleaved; each
+  compiled step's memory per device (XLA's memory analysis) and compile time."""
   fi = config.sctd.fi
   mesh = sharding.make_mesh(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = sharding.global_batch(random_batch(config, np.random.default_rng(0)),
                                 batch_sharding, config.train.batch_size)
-  runners, memory = {}, {}
-  for method in METHODS:
-    c = config.copy_and_resolve_references()
-    c.method = method
+  runners, memory, compile_s = {}, {}, {}
+  for name, method, share_prefix in VARIANTS:
+    c = variant_config(config, method, share_prefix)
     model = models.BertForMaskedLM(
         step_lib.model_config(c, c.model.vocab_size))
     importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
     state, state_sharding = step_lib.create_sharded_train_state(
         c, model, importance, jax.random.PRNGKey(0), mesh)
+    start = time.perf_counter()
     compiled = step_lib.make_train_step(
         model, c, (state_sharding, batch_sharding, replicated)).lower(state, batch).compile()
-    memory[method] = device_memory(compiled)
-    runners[method] = [compiled, state]
-  times = {m: [] for m in METHODS}
+    compile_s[name] = time.perf_counter() - start
+    memory[name] = device_memory(compiled)
+    runners[name] = [compiled, state]
+  times = {name: [] for name in runners}
   for cycle in range(cycles + 1 if cycles else 0):  # Cycle 0 warms up.
-    for method, runner in runners.items():
+    for name, runner in runners.items():
       start = time.perf_counter()
       for _ in range(fi):
         runner[1], metrics = runner[0](runner[1], batch)
       jax.block_until_ready((runner[1], metrics))
       if cycle:
-        times[method].append((time.perf_counter() - start) / fi)
-  return times, memory
+        times[name].append((time.perf_counter() - start) / fi)
+  return times, memory, compile_s
+
+
+def profile(config, directory: str) -> Iterator[str]:
+  """Yields, per method, the top HLO ops of 3 traced steps."""
+  for name, method, share_prefix in VARIANTS[:3]:
+    c = variant_config(config, method, share_prefix)
+    model = models.BertForMaskedLM(step_lib.model_config(c, c.model.vocab_size))
+    importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
+    state = [step_lib.create_train_state(c, model, importance, jax.random.PRNGKey(0))]
+    batch = random_batch(c, np.random.default_rng(0))
+    train_step = step_lib.make_train_step(model, c).lower(state[0], batch).compile()
+
+    def run_step():
+      state[0], metrics = train_step(state[0], batch)
+      return metrics
+
+    for _ in range(2):  # Warm-up.
+      jax.block_until_ready(run_step())
+    start = time.perf_counter()
+    trace = hlo_profile.trace_steps(run_step, 3, os.path.join(directory, name))
+    wall = time.perf_counter() - start
+    yield f'{name} (3 steps)\n' + hlo_profile.format_top(
+        hlo_profile.op_times(trace), wall)
 
 
 def device_memory(compiled) -> float | None:
@@ -163,39 +203,64 @@ def time_checkpoint(config, directory: str) -> dict:
 
 
 def run(config, cycles: int, hf: bool) -> dict:
+  """One table: each variant's step time, ratios, model FLOP/s and MFU, and
+  the PyTorch peer; with `cycles=0` only compile time and memory."""
   config_lib.validate(config)
   tokens = config.train.batch_size * config.data.seq_len
-  model_ratios = cost_model.step_ratios(config)
-  jax_times, memory = time_jax_methods(config, cycles)
+  jax_times, memory, compile_s = time_jax_methods(config, cycles)
   mb = {m: v and v / 2**20 for m, v in memory.items()}
-  if not cycles:  # Memory only: compiled, not timed.
-    return dict(date=time.strftime('%Y-%m-%d'), machine=machine(), mesh=list(
-        sharding.mesh_shape(config.mesh, jax.device_count())), memory_per_device_mb=mb)
-  base = statistics.median(jax_times['baseline'])
-  rows = []
-  for method, times in jax_times.items():
-    median = statistics.median(times)
-    rows.append(dict(method=method, step_time_s=median, tokens_per_s=tokens / median,
-                     ratio=median / base, cost_model_ratio=model_ratios[method],
-                     memory_per_device_mb=mb[method]))
-  hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
-  if hf_times:
-    median = statistics.median(hf_times)
-    rows.append(dict(method='hf_pytorch_baseline', step_time_s=median,
-                     tokens_per_s=tokens / median, ratio=median / base,
-                     cost_model_ratio=1.0, memory_per_device_mb=None))
   m = config.model
-  return dict(
-      date=time.strftime('%Y-%m-%d'),
-      machine=machine(),
+  result = dict(
+      date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), machine=machine(),
       shape=dict(num_layers=m.num_layers, hidden_size=m.hidden_size,
                  num_heads=m.num_heads, intermediate_size=m.intermediate_size,
                  vocab_size=m.vocab_size, seq_len=config.data.seq_len,
                  batch_size=config.train.batch_size,
                  max_predictions=config.data.max_predictions,
                  keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi,
+                 dtype=str(step_lib.compute_dtype(m.dtype)), attention=m.attention,
                  mesh=list(sharding.mesh_shape(config.mesh, jax.device_count()))),
-      rows=rows)
+      compile_s=compile_s, memory_per_device_mb=mb)
+  if not cycles:  # Compiled, not timed.
+    return result
+  peak, result['peak_source'] = cost_model.peak_flops()
+  result['peak_flops_per_s'] = peak
+  base = statistics.median(jax_times['baseline'])
+
+  def row(name, times, c):
+    median = statistics.median(times)
+    flops = cost_model.train_flops_per_step(c, c.method)
+    return dict(method=name, step_time_s=median, tokens_per_s=tokens / median,
+                ratio=median / base, cost_model_ratio=cost_model.step_ratios(c)[c.method],
+                **cost_model.utilization(flops, median, peak))
+
+  result['rows'] = []
+  for name, method, share_prefix in VARIANTS:
+    c = variant_config(config, method, share_prefix)
+    result['rows'].append(dict(row(name, jax_times[name], c),
+                               compile_s=compile_s[name],
+                               memory_per_device_mb=mb[name]))
+  hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
+  if hf_times:
+    result['rows'].append(row('hf_pytorch_baseline', hf_times,
+                              variant_config(config, 'baseline', False)))
+  return result
+
+
+def predict(config, mfu: float = 0.5) -> str:
+  """A table of the tokens/s the cost model predicts at `mfu` on each chip
+  of the peak table, per variant: a prediction, not a measurement."""
+  tokens = config.train.batch_size * config.data.seq_len
+  chips = {chip: flops for chip, _, flops in cost_model.PEAK_FLOPS}
+  lines = [f'Predicted training tokens/s per chip at {mfu:.0%} MFU (cost model; '
+           f'not measured), seq {config.data.seq_len}, vocab {config.model.vocab_size}',
+           f"{'method':<14}{'GFLOP/token':>12}" + ''.join(f'{c:>10}' for c in chips)]
+  for name, method, share_prefix in VARIANTS:
+    per_token = cost_model.train_flops_per_step(
+        variant_config(config, method, share_prefix), method) / tokens
+    lines.append(f'{name:<14}{per_token / 1e9:>12.3f}' + ''.join(
+        f'{mfu * peak / per_token:>10.0f}' for peak in chips.values()))
+  return '\n'.join(lines)
 
 
 def machine() -> str:
@@ -206,13 +271,16 @@ def machine() -> str:
 def format_table(result: dict) -> str:
   lines = [f"{result['date']}  {result['machine']}",
            'shape: ' + ', '.join(f'{k}={v}' for k, v in result['shape'].items()),
-           f"{'method':<22}{'step ms':>9}{'tokens/s':>11}{'ratio':>8}{'cost model':>12}"
-           f"{'MB/device':>11}"]
+           f"peak {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})",
+           f"{'method':<22}{'step ms':>9}{'tokens/s':>10}{'ratio':>7}{'cost model':>11}"
+           f"{'GFLOP/s':>9}{'MFU':>7}{'compile s':>10}{'MB/device':>10}"]
   for r in result['rows']:
+    compile_s, mb = r.get('compile_s'), r.get('memory_per_device_mb')
     lines.append(f"{r['method']:<22}{1e3 * r['step_time_s']:>9.1f}"
-                 f"{r['tokens_per_s']:>11.0f}{r['ratio']:>8.3f}"
-                 f"{r['cost_model_ratio']:>12.3f}"
-                 + (f"{r['memory_per_device_mb']:>11.0f}" if r['memory_per_device_mb'] else ''))
+                 f"{r['tokens_per_s']:>10.0f}{r['ratio']:>7.3f}"
+                 f"{r['cost_model_ratio']:>11.3f}{r['model_flops_per_s'] / 1e9:>9.1f}"
+                 f"{r['mfu']:>7.1%}" + (f'{compile_s:>10.1f}' if compile_s else '')
+                 + (f'{mb:>10.0f}' if mb else ''))
   return '\n'.join(lines)
 
 
@@ -225,9 +293,17 @@ def define_flags() -> None:
       'cycles', 5, 'Timed cycles of Fi steps per method; 0 compiles only and '
       'reports memory per device.')
   flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
+  flags.DEFINE_list(
+      'vocab_sizes', None, 'One table per vocabulary size, e.g. 1024,30522 '
+      "(the tiny config's and BERT's); default: the config's.")
   flags.DEFINE_bool(
       'data', False, "Instead of step times, the input pipeline's tokens/s alone "
       '(the config\'s data.source and tokenizer), one process, no model.')
+  flags.DEFINE_bool('predict', False, 'Instead of step times, the tokens/s the cost '
+                    'model predicts at 50% MFU on the peak table\'s chips.')
+  flags.DEFINE_string(
+      'profile', None, 'Instead of step times, trace 3 steps of each method '
+      'into this directory with jax.profiler and print the top HLO ops.')
   flags.DEFINE_string(
       'checkpoint', None, 'Instead of step times, time saving and restoring an '
       'Orbax checkpoint of the train state of this shape in this scratch directory.')
@@ -247,13 +323,23 @@ def main(argv):
                   source=config.data.source, seq_len=config.data.seq_len,
                   batch_size=config.train.batch_size, pipeline_tokens_per_s=rate)
     print(json.dumps(result, indent=2))
+  elif args.predict:
+    print(predict(config))
+  elif args.profile:
+    for table in profile(config, args.profile):
+      print(table, flush=True)
   elif args.checkpoint:
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
                   checkpoint=time_checkpoint(config, args.checkpoint))
     print(json.dumps(result, indent=2))
   else:
-    result = run(config, args.cycles, args.hf)
-    print(format_table(result) if args.cycles else json.dumps(result, indent=2))
+    result = []
+    for vocab_size in args.vocab_sizes or [config.model.vocab_size]:
+      c = config.copy_and_resolve_references()
+      c.model.vocab_size = int(vocab_size)
+      result.append(run(c, args.cycles, args.hf))
+      print(format_table(result[-1]) if args.cycles else json.dumps(result[-1], indent=2),
+            flush=True)
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)

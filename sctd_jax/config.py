@@ -15,7 +15,8 @@ from sctd_jax import cli
 METHODS = ('baseline', 'token_drop', 'sctd')
 KL_NORMALIZERS = ('batch', 'masked_tokens')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
-DTYPES = ('float32', 'bfloat16', 'float16')
+DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
+ATTENTIONS = ('auto', 'xla', 'cudnn')
 POOLINGS = ('mean', 'cls')
 ON_NONFINITE = ('stop', 'skip')
 
@@ -40,8 +41,13 @@ def base_config() -> ml_collections.ConfigDict:
       attention_dropout_rate=0.1,
       layer_norm_eps=1e-12,
       initializer_range=0.02,
-      dtype='float32',  # Compute dtype; parameters stay float32.
+      # Compute dtype; parameters, softmax, LayerNorm and losses stay float32.
+      # 'auto': bfloat16 on GPU/TPU, float32 on CPU.
+      dtype='auto',
       remat=False,  # Recompute each layer's activations in the backward pass.
+      # jax.nn.dot_product_attention implementation. 'auto': cuDNN's fused
+      # kernel on GPU with bf16/fp16 (where attention dropout is off), else XLA.
+      attention='auto',
   ))
 
   c.token_drop = ml_collections.ConfigDict(dict(
@@ -61,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
       use_kl_global=True,
       stop_grad_teacher=False,
       kl_normalizer='batch',
+      # Beyond the paper: on SCTD steps the layers before the cross layer run
+      # once for both forwards, which then share that prefix's dropout noise.
+      share_prefix=False,
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -168,6 +177,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(m.hidden_act in ACTIVATIONS, 'model.hidden_act', m.hidden_act,
          f'use one of {ACTIVATIONS}')
   check(m.dtype in DTYPES, 'model.dtype', m.dtype, f'use one of {DTYPES}')
+  check(m.attention in ATTENTIONS, 'model.attention', m.attention,
+         f'use one of {ATTENTIONS}')
+  check(m.attention != 'cudnn' or m.attention_dropout_rate == 0,
+         'model.attention', m.attention, 'cudnn has no attention dropout: set '
+         "model.attention_dropout_rate=0 or use 'auto'")
   for key in ('dropout_rate', 'attention_dropout_rate'):
     check(0.0 <= m[key] < 1.0, f'model.{key}', m[key], 'must be in [0, 1)')
 

@@ -15,6 +15,7 @@ layer-`first_layer - 1` states for the remaining full layers.
 """
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -40,6 +41,8 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
   remat: bool = False
+  # 'auto' | 'xla' | 'cudnn': jax.nn.dot_product_attention's implementation.
+  attention: str = 'auto'
   # Token-dropping layer range, 0-indexed (docs/design.md section 1).
   first_drop_layer: int = 5
   last_drop_layer: int = 10
@@ -100,8 +103,39 @@ class Embeddings(nn.Module):
     return self.dropout(x, deterministic=deterministic)
 
 
+def attention_implementation(name: str, dtype, dropout: bool) -> str:
+  """'auto' is cuDNN's fused kernel on GPU with bf16/fp16, else XLA's.
+
+  jax.nn.dot_product_attention has no attention dropout, so 'auto' takes
+  the XLA path whenever dropout is active (config.validate refuses 'cudnn'
+  with attention dropout)."""
+  if name != 'auto':
+    return name
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  fused = jax.default_backend() == 'gpu' and half and not dropout
+  return 'cudnn' if fused else 'xla'
+
+
+def attend(q, k, v, kv_mask, implementation: str, dropout=None):
+  """softmax(q k^T / sqrt(h)) v over the keys where `kv_mask` [B, S_kv] is True.
+
+  q [B, T, N, H], k and v [B, S_kv, N, H]. Logits and softmax are float32.
+  `dropout` (a function of the probabilities) forces the unfused einsum path,
+  the only one whose probabilities exist to drop."""
+  mask = kv_mask[:, None, None, :]
+  if dropout is None:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                        implementation=implementation)
+  scores = jnp.einsum('bqhd,bkhd->bhqk', q, k,
+                      preferred_element_type=jnp.float32) / jnp.sqrt(q.shape[-1])
+  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  probs = dropout(jax.nn.softmax(scores, axis=-1))
+  return jnp.einsum('bhqk,bkhd->bqhd', probs.astype(v.dtype), v)
+
+
 class SelfAttention(nn.Module):
-  """Multi-head attention from `x_q` to `x_kv`; scores and softmax in float32."""
+  """Multi-head attention from `x_q` to `x_kv`: full, cross (kept queries,
+  all keys) or kept-only, as the caller passes; `kv_mask` masks the keys."""
   cfg: BertConfig
 
   @nn.compact
@@ -112,13 +146,12 @@ class SelfAttention(nn.Module):
     q = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'query')(x_q))
     k = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'key')(x_kv))
     v = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'value')(x_kv))
-    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k,
-                        preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
-    big_neg = jnp.finfo(jnp.float32).min
-    scores = jnp.where(kv_mask[:, None, None, :], scores, big_neg)
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=deterministic)
-    out = jnp.einsum('bhqk,bkhd->bqhd', probs.astype(cfg.dtype), v)
+    dropout = None
+    if not deterministic and cfg.attention_dropout_rate > 0:
+      dropout = functools.partial(nn.Dropout(cfg.attention_dropout_rate),
+                                  deterministic=False)
+    impl = attention_implementation(cfg.attention, cfg.dtype, dropout is not None)
+    out = attend(q, k, v, kv_mask, impl, dropout)
     return out.reshape(*out.shape[:2], cfg.hidden_size)
 
 
@@ -175,15 +208,19 @@ class LayerStack(nn.Module):
     layer = nn.remat(Layer, static_argnums=(4,)) if self.cfg.remat else Layer
     self.layers = [layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
 
-  def __call__(self, x, mask, keep_indices, deterministic):
-    """Returns the last hidden states [B, S, d] and each layer's [CLS] state
-    [num_layers, B, d] (the kept set always holds [CLS] at index 0). Each
+  def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
+    """Runs layers `start` to `stop - 1` (default: all) on `x`, the input of
+    layer `start`; with `keep_indices`, `start` must not pass the cross layer.
+
+    Returns the last hidden states [B, S, d] and each run layer's [CLS] state
+    [stop - start, B, d] (the kept set always holds [CLS] at index 0). Each
     layer's output is also sown as `intermediates/.../hidden_states`, read by
     probing with `mutable='intermediates'` and free otherwise."""
     cfg = self.cfg
     first, last = cfg.first_drop_layer, cfg.last_drop_layer
     cls_states = []
-    for i, layer in enumerate(self.layers):
+    for i in range(start, cfg.num_layers if stop is None else stop):
+      layer = self.layers[i]
       if keep_indices is None or i < first or i > last:
         x = layer(x, x, mask, deterministic)
       elif i == first:
@@ -202,9 +239,11 @@ class LayerStack(nn.Module):
 class Encoder(nn.Module):
   cfg: BertConfig
 
-  @nn.compact
-  def __call__(self, x, mask, keep_indices, deterministic):
-    return LayerStack(self.cfg, name='layer')(x, mask, keep_indices, deterministic)
+  def setup(self):
+    self.layer = LayerStack(self.cfg)
+
+  def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
+    return self.layer(x, mask, keep_indices, deterministic, start, stop)
 
 
 class Pooler(nn.Module):
@@ -295,6 +334,26 @@ class BertForMaskedLM(nn.Module):
                                                      attention_mask)
     x, cls_states, _ = self.bert(input_ids, token_type_ids, attention_mask,
                                  keep_indices, deterministic)
+    return self._head(x, cls_states, mlm_positions)
+
+  def forward_shared(self, input_ids, token_type_ids, attention_mask,
+                     mlm_positions, keep_indices, deterministic=True):
+    """SCTD's dropped and full forwards, (dropped, full), with the layers
+    before the cross layer run once for both (`sctd.share_prefix`, beyond
+    the paper): both branches then share that prefix's dropout noise."""
+    token_type_ids, attention_mask = _default_inputs(input_ids, token_type_ids,
+                                                     attention_mask)
+    mask, first = attention_mask.astype(bool), self.cfg.first_drop_layer
+    x = self.bert.embeddings(input_ids, token_type_ids, deterministic)
+    x, prefix_cls = self.bert.encoder(x, mask, None, deterministic, stop=first)
+    outputs = []
+    for indices in (keep_indices, None):
+      h, cls_states = self.bert.encoder(x, mask, indices, deterministic, start=first)
+      outputs.append(self._head(h, jnp.concatenate([prefix_cls, cls_states]),
+                                mlm_positions))
+    return tuple(outputs)
+
+  def _head(self, x, cls_states, mlm_positions):
     if mlm_positions is not None:
       x = jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
     logits = self.cls(x, self.bert.embeddings.word_embeddings)

@@ -82,8 +82,15 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
       dropout_rate=m.dropout_rate,
       attention_dropout_rate=m.attention_dropout_rate,
       layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-      dtype=jnp.dtype(m.dtype), remat=m.remat, first_drop_layer=first,
-      last_drop_layer=last)
+      dtype=compute_dtype(m.dtype), remat=m.remat, attention=m.attention,
+      first_drop_layer=first, last_drop_layer=last)
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """model.dtype; 'auto' is bfloat16 on GPU/TPU (where it pays), float32 on CPU."""
+  if name == 'auto':
+    return jnp.dtype(jnp.float32 if jax.default_backend() == 'cpu' else jnp.bfloat16)
+  return jnp.dtype(name)
 
 
 def create_train_state(config, model: models.BertForMaskedLM,
@@ -135,12 +142,20 @@ def _losses(model, config, params, batch, keep_indices, rng, branch: str,
     full = mlm(forward(None, full_key))
     metrics.update(loss=full.mean, mlm_full=full.mean)
     return StepOutput(full.mean, metrics, full.per_token)
-  out_drop = forward(keep_indices, drop_key)
+  if branch == 'sctd' and config.sctd.share_prefix:
+    out_drop, out_full = model.apply(
+        {'params': params}, batch['input_ids'], batch['token_type_ids'],
+        batch['attention_mask'], batch['mlm_positions'], keep_indices,
+        deterministic=False, rngs={'dropout': drop_key},
+        method=model.forward_shared)
+  else:
+    out_drop = forward(keep_indices, drop_key)
   drop = mlm(out_drop)
   if branch == 'drop':
     metrics.update(loss=drop.mean, mlm_drop=drop.mean)
     return StepOutput(drop.mean, metrics, drop.per_token)
-  out_full = forward(None, full_key)
+  if not config.sctd.share_prefix:
+    out_full = forward(None, full_key)
   terms = losses.sctd_objective(
       drop.mean, mlm(out_full).mean, out_full.cls_states, out_drop.cls_states,
       num_targets, config.sctd, num_examples)

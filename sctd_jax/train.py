@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from sctd_jax import checkpointing
 from sctd_jax import cli
 from sctd_jax import config as config_lib
+from sctd_jax import cost_model
 from sctd_jax.data import pipeline
 from sctd_jax.data import sources
 from sctd_jax.data import tokenizer as tokenizer_lib
@@ -143,6 +144,8 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   ).lower(state, batch).compile()
   logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
   guard.memory_estimate = faults.check_memory(train_step, config)
+  peak, peak_source = cost_model.peak_flops()
+  logging.info('MFU is against %.3g FLOP/s (%s).', peak, peak_source)
 
   shape = checkpointing.model_shape(config)
   stop = checkpointing.StopRequest()
@@ -166,8 +169,10 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
       # Rows are written (and losses checked for NaN) before any save.
       if done % t.log_every == 0 or evaluating or saving:
         pending = jax.device_get(pending)  # Waits for the steps to finish.
-        row = metrics_log.summarize(done, pending, time.perf_counter() - last_time,
-                                  tokens_per_step)
+        seconds = time.perf_counter() - last_time
+        row = metrics_log.summarize(done, pending, seconds, tokens_per_step)
+        row.update(cost_model.utilization(cost_model.interval_flops(
+            config, len(pending), row['sctd_step']), seconds, peak))
         if evaluating:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
           if drift:

@@ -40,6 +40,10 @@ def test_tiny_sctd_run_writes_the_workdir_and_learns(tmp_path):
     assert r['sctd_step'] == int(sctd)
     assert (r['kl_global'] is not None) == sctd and (r['mlm_full'] is not None) == sctd
     assert r['mlm_drop'] is not None and r['step_time_s'] > 0
+    assert 0 < r['mfu'] < 1 and r['model_flops_per_s'] > 0
+  # An SCTD step counts both forwards: more than twice a dropped step's FLOPs.
+  flops = lambda r: r['model_flops_per_s'] * r['step_time_s']
+  assert flops(rows[5]) > 2 * flops(rows[6]), (rows[5], rows[6])
   evals = [r for r in rows if 'val_mlm_full' in r]
   assert [r['step'] for r in evals] == [30, 60]
   for key in ('val_mlm_full', 'val_mlm_drop'):
