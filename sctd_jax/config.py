@@ -118,6 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1,
       init_timeout_s=300,  # jax.distributed: a stalled process fails the job.
+      # A process silent this long (killed, host lost) is declared dead and
+      # the others exit non-zero instead of waiting for it forever.
+      heartbeat_timeout_s=100,
   ))
   return c
 
@@ -238,8 +241,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('data', 'fsdp', 'tensor'):
     check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
            'use -1 (remaining devices) or a positive integer')
-  check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
-         'must be a positive number of seconds')
+  for key in ('init_timeout_s', 'heartbeat_timeout_s'):
+    check(c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
+           'must be a positive number of seconds')
 
 
 def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:

@@ -140,7 +140,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       position += t.batch_size
       pending.append(metrics)
       reporter.advance()
-      stopping = bool(stop)  # Read once: a signal may land mid-iteration.
+      stopping = stop.agreed(state.step)  # Read once: a signal may land mid-iteration.
       evaluating = done % t.eval_every == 0 or done == t.num_steps
       saving = done % t.checkpoint_every == 0 or done == t.num_steps or stopping
       # Rows are written (and losses checked for NaN) before any save.
@@ -159,7 +159,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if stopping:
         checkpointer.wait()
         logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
-                        'command to resume.', stop.signal_name, done,
+                        'command to resume.', stop.reason, done,
                         checkpointer.directory, done)
         break
       if done < t.num_steps:
@@ -183,8 +183,14 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   config_lib.validate(config)
-  sharding.maybe_initialize_distributed(config.mesh.init_timeout_s)
-  train_and_evaluate(config, flags.FLAGS.workdir)
+  sharding.maybe_initialize_distributed(config.mesh.init_timeout_s,
+                                        config.mesh.heartbeat_timeout_s)
+  try:
+    train_and_evaluate(config, flags.FLAGS.workdir)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    sharding.exit_after_peer_failure(e)
 
 
 if __name__ == '__main__':
