@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sctd_jax import cli
+from sctd_jax import paths
 
 SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
               'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
@@ -38,7 +39,7 @@ class Checkpointer:
   arrays are copied to host)."""
 
   def __init__(self, workdir: str, keep: int):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = paths.resolve(workdir) / 'checkpoints'
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'data', 'shape'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -66,7 +67,7 @@ class Checkpointer:
       except Exception as e:  # Orbax raises many types for damaged files.
         self._quarantine(s, e)
         continue
-      _check_shape(saved, shape, os.path.join(self.directory, str(s)))
+      _check_shape(saved, shape, str(self.directory / str(s)))
       try:
         out = self.manager.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
@@ -81,13 +82,13 @@ class Checkpointer:
     return None
 
   def _quarantine(self, step: int, error: Exception) -> None:
-    path = os.path.join(self.directory, str(step))
-    aside = f'{path}.unreadable-{int(time.time())}'
+    path = self.directory / str(step)
+    aside = path.parent / f'{path.name}.unreadable-{int(time.time())}'
     logging.warning('Checkpoint %s is unreadable (%s: %s); moved it to %s and '
                     'trying the previous one.', path, type(error).__name__,
                     str(error).splitlines()[0][:200] if str(error) else '', aside)
-    if os.path.exists(path):
-      os.rename(path, aside)
+    if path.exists():
+      path.rename(aside)
     self.manager.reload()
 
   def wait(self) -> None:

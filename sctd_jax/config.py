@@ -122,6 +122,14 @@ def base_config() -> ml_collections.ConfigDict:
       # the others exit non-zero instead of waiting for it forever.
       heartbeat_timeout_s=100,
   ))
+
+  # Weights & Biases (pip install '.[wandb]'); process 0 logs every
+  # metrics.jsonl row. WANDB_MODE=offline and WANDB_API_KEY work as usual.
+  c.wandb = ml_collections.ConfigDict(dict(
+      project='',  # '' turns W&B off.
+      entity='',  # Team or user; '': the API key's default.
+      name='',  # Display name; '': the workdir's name.
+  ))
   return c
 
 
@@ -202,6 +210,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f'must be >= 1 and divide train.batch_size={t.batch_size}')
 
   d = c.data
+  check(d.source != '', 'data.source', d.source,
+        'this config pretrains on a real corpus: set e.g. '
+        '--config.data.source=hf:wikimedia/wikipedia:20231101.en or '
+        "--config.data.source='files:/data/c4/en/*.json.gz' ('synthetic' is "
+        'the built-in toy grammar)')
   corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
   for key in ('source', 'validation_source'):
     kind, _, rest = d[key].partition(':')

@@ -78,6 +78,21 @@ def state_shardings(model, mesh, abstract_state):
                                 importance=replicated, rng=replicated)
 
 
+def log_platform(config) -> None:
+  """Logs where the run computes, and warns when a BERT-base-sized model (or
+  larger) is about to train on CPUs: `pip install -e .` brings the CPU
+  jaxlib only, and a GPU box without `.[cuda]` silently trains on its CPU."""
+  platform = jax.default_backend()
+  logging.info('Platform %s: %d devices (%d on this process, %d processes); '
+               'compute dtype %s.', platform, jax.device_count(),
+               jax.local_device_count(), jax.process_count(), config.model.dtype)
+  if platform == 'cpu' and config.model.hidden_size >= 768:
+    logging.warning(
+        'Training a model with hidden size %d on the CPU: it will take weeks. '
+        'For GPUs install pip install -e ".[cuda]", for TPUs -e ".[tpu]", and '
+        'check that jax.devices() lists them.', config.model.hidden_size)
+
+
 def batch_sharding(mesh) -> NamedSharding:
   """Rows of every batch array split over data x fsdp."""
   return NamedSharding(mesh, P(('data', 'fsdp')))

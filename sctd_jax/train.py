@@ -25,6 +25,7 @@ from sctd_jax import drift as drift_lib
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import models
+from sctd_jax import paths
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
@@ -42,14 +43,26 @@ def resolve_vocab_size(config, tokenizer) -> int:
   return config.model.vocab_size
 
 
+def workdir_tokenizer(config, workdir: str):
+  """load_or_fit_tokenizer on `workdir/tokenizer/`, through a local copy when
+  the workdir is in a bucket (HF tokenizers read and write local folders)."""
+  folder = paths.resolve(workdir) / 'tokenizer'
+  existed = folder.exists()
+  with paths.local_copy(folder) as local:
+    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, os.path.dirname(local))
+    if paths.is_remote(folder) and not existed:
+      paths.copy_folder(local, folder)
+  return tokenizer
+
+
 def shared_tokenizer(config, workdir: str):
   """Process 0 loads or fits the tokenizer and saves it in the workdir (a
-  filesystem all processes share); the others then load that one."""
+  filesystem or bucket all processes share); the others then load that one."""
   if jax.process_index() == 0:
-    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
+    tokenizer = workdir_tokenizer(config, workdir)
   multihost_utils.sync_global_devices('tokenizer saved')
   if jax.process_index() != 0:
-    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
+    tokenizer = workdir_tokenizer(config, workdir)
   return tokenizer
 
 
@@ -59,7 +72,7 @@ def setup(config, workdir: str, mesh):
   state, state shardings, data position, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
@@ -80,8 +93,8 @@ def setup(config, workdir: str, mesh):
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2, sort_keys=True))
+    (paths.resolve(workdir) / 'config.json').write_text(
+        config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, state_sharding, position, checkpointer
 
 
@@ -99,6 +112,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
   cli.use_compilation_cache()
+  sharding.log_platform(config)
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
       config, workdir, mesh)
@@ -132,6 +146,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
+  tracker = metrics_log.start_wandb(config, workdir) if jax.process_index() == 0 else None
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
   try:
@@ -153,6 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if drift:
             row.update(drift(state))
         reporter.write(row)
+        if tracker:
+          metrics_log.wandb_log(tracker, row)
         pending, last_time = [], time.perf_counter()
       if saving:
         checkpointer.save(done, state, {'position': position}, shape)
@@ -169,6 +186,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpointer.close()
     stop.restore_handlers()
     reporter.close()
+    if tracker:
+      tracker.finish()
   return row
 
 
