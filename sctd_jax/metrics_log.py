@@ -126,12 +126,13 @@ def start_wandb(config, workdir: str):
     raise WandbMissing('config key wandb.project is set but wandb is not '
                        "installed: pip install -e '.[wandb]'.") from e
   id_file = paths.resolve(workdir) / 'wandb_run_id'
-  run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
-  id_file.write_text(run_id)
   local = None if paths.is_remote(workdir) else str(paths.resolve(workdir))
-  return wandb.init(project=config.wandb.project, entity=config.wandb.entity or None,
-                    name=config.wandb.name or paths.resolve(workdir).name,
-                    id=run_id, resume='allow', dir=local, config=config.to_dict())
+  run = wandb.init(project=config.wandb.project, entity=config.wandb.entity or None,
+                   name=config.wandb.name or paths.resolve(workdir).name,
+                   id=id_file.read_text().strip() if id_file.exists() else None,
+                   resume='allow', dir=local, config=config.to_dict())
+  id_file.write_text(run.id)
+  return run
 
 
 def wandb_log(run, row: dict) -> None:
