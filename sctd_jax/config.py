@@ -213,7 +213,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(d.source != '', 'data.source', d.source,
         'this config pretrains on a real corpus: set e.g. '
         '--config.data.source=hf:wikimedia/wikipedia:20231101.en or '
-        "--config.data.source='files:/data/c4/en/*.json.gz' ('synthetic' is "
+        "--config.data.source='files:/data/corpus/*.jsonl' ('synthetic' is "
         'the built-in toy grammar)')
   corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
   for key in ('source', 'validation_source'):
