@@ -132,13 +132,11 @@ def exit_after_peer_failure(error: Exception) -> None:
   jax.distributed's shutdown barrier, which would wait for the dead process
   and then abort with a C++ stack trace."""
   first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ''
-  logging.error('Process %d stops: a collective across processes failed (%s).',
-                jax.process_index(), first_line)
   logging.flush()
   sys.stderr.write(
-      f'error: process {jax.process_index()} of {jax.process_count()}: another '
-      'process died or became unreachable, so this one stops too. Check the '
-      'other processes\' logs, then rerun the job: it resumes from the newest '
-      'checkpoint.\n')
+      f'error: process {jax.process_index()} of {jax.process_count()} stops: a '
+      f'computation across processes failed ({first_line}). Another process '
+      'probably died or became unreachable: check its log, then rerun the job; '
+      'it resumes from the newest checkpoint.\n')
   sys.stderr.flush()
   os._exit(1)

@@ -143,10 +143,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
 
   shape = checkpointing.model_shape(config)
+  tracker = metrics_log.start_wandb(config, workdir) if jax.process_index() == 0 else None
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
-  tracker = metrics_log.start_wandb(config, workdir) if jax.process_index() == 0 else None
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
   try:

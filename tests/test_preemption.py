@@ -112,5 +112,6 @@ def test_a_killed_process_makes_the_other_exit_nonzero(tmp_path):
   # gloo reports the reset connection at once, and the 10 s heartbeat timeout
   # would end a process blocked elsewhere; the rest is a loaded machine.
   assert time.time() - killed < 60
-  assert 'error: process 0 of 2: another process died' in err
+  assert 'error: process 0 of 2 stops: a computation across processes failed' in err
+  assert 'Another process probably died' in err
   assert 'Check failure stack trace' not in err
