@@ -26,7 +26,16 @@ setup(
         'scipy>=1.10',  # GLUE correlations (sctd_jax.evals.metrics).
     ],
     extras_require={
+        # `pip install -e .` brings the CPU jaxlib; these add an accelerator's.
+        'cuda': ['jax[cuda12]'],
+        'tpu': ['jax[tpu]'],
+        # gs:// workdirs: etils.epath reaches GCS through gcsfs, TensorBoard
+        # through google-cloud-storage (Orbax through TensorStore, built in).
+        'gcs': ['gcsfs>=2024.2', 'google-cloud-storage>=2.14'],
+        'wandb': ['wandb>=0.17'],
         # torch==2.13.0 is the CPU build; unpinned torch pulls a CUDA build.
-        'test': ['pytest>=8', 'pytest-xdist>=3', 'torch==2.13.0'],
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'torch==2.13.0',
+                 'gcp-storage-emulator>=2024.8', 'gcsfs>=2024.2',
+                 'google-cloud-storage>=2.14', 'wandb>=0.17'],
     },
 )

@@ -6,4 +6,6 @@ from sctd_jax import config as config_lib
 
 
 def get_config():
-  return config_lib.base_config()  # The base values are the paper's BERT-base.
+  c = config_lib.base_config()  # The base values are the paper's BERT-base.
+  c.data.source = ''  # Required: --config.data.source=hf:... or files:...
+  return c

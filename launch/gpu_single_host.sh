@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# launch/gpu_single_host.sh --config.data.source=hf:wikimedia/wikipedia:20231101.en
 # BERT-base with SCTD on all GPUs of one machine: batch split over devices,
 # weights sharded FSDP-style, bfloat16 compute (float32 params, softmax,
 # LayerNorm and losses). Raise grad_accum_steps if batch 1024 does not fit.

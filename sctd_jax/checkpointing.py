@@ -13,9 +13,13 @@ import signal
 import time
 
 from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sctd_jax import cli
+from sctd_jax import paths
 
 SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
               'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
@@ -25,8 +29,9 @@ class CheckpointMismatch(cli.UserError):
   """A checkpoint written for another model shape or vocabulary."""
 
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+def checkpoint_dir(workdir: str):
+  """workdir/checkpoints, local or in a bucket (`paths.resolve`)."""
+  return paths.resolve(workdir) / 'checkpoints'
 
 
 def model_shape(config) -> dict:
@@ -67,7 +72,7 @@ class Checkpointer:
       except Exception as e:  # Orbax raises many types for damaged files.
         self._quarantine(s, e)
         continue
-      _check_shape(saved, shape, os.path.join(self.directory, str(s)))
+      _check_shape(saved, shape, str(self.directory / str(s)))
       try:
         out = self.manager.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
@@ -82,13 +87,13 @@ class Checkpointer:
     return None
 
   def _quarantine(self, step: int, error: Exception) -> None:
-    path = os.path.join(self.directory, str(step))
-    aside = f'{path}.unreadable-{int(time.time())}'
+    path = self.directory / str(step)
+    aside = path.parent / f'{path.name}.unreadable-{int(time.time())}'
     logging.warning('Checkpoint %s is unreadable (%s: %s); moved it to %s and '
                     'trying the previous one.', path, type(error).__name__,
                     str(error).splitlines()[0][:200] if str(error) else '', aside)
-    if os.path.exists(path):
-      os.rename(path, aside)
+    if path.exists():
+      path.rename(aside)
     self.manager.reload()
 
   def wait(self) -> None:
@@ -109,12 +114,20 @@ def _check_shape(saved: dict, current: dict, where: str) -> None:
 
 
 class StopRequest:
-  """Turns SIGTERM (schedulers' preemption notice) and Ctrl-C into a flag the
-  train loop checks after each step, so it can save and exit cleanly."""
+  """Turns SIGTERM (schedulers' preemption notice) and Ctrl-C into a stop that
+  every process agrees on, so that all of them save the same step and exit.
+
+  A notice often reaches one host first. With several processes, `agreed`
+  all-reduces every process's flag after each step (a max over one int32 per
+  device, dispatched asynchronously and read one step later, so it never
+  stalls the device queue); all processes read the same value at the same
+  step, so they stop after the same step. A second signal stops at once."""
 
   def __init__(self):
     self.signal_name = None
     self._previous = {}
+    self._any_process = _any_process_fn() if jax.process_count() > 1 else None
+    self._pending = None
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
 
@@ -129,7 +142,34 @@ class StopRequest:
   def __bool__(self):
     return self.signal_name is not None
 
+  @property
+  def reason(self) -> str:
+    return self.signal_name or 'a signal to another process'
+
+  def agreed(self, step) -> bool:
+    """Whether every process stops after the step just dispatched. `step` is
+    that step's (device) step counter: the all-reduce waits for it, so every
+    process runs its collectives in the same order."""
+    if self._any_process is None:
+      return bool(self)
+    previous, self._pending = self._pending, self._any_process(bool(self), step)
+    return previous is not None and bool(previous.addressable_data(0))
+
   def restore_handlers(self):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
+
+def _any_process_fn():
+  """f(flag, step) -> replicated int32 array: 1 if any process's flag is set."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('process',))
+  per_device = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('process'))
+  reduce = jax.jit(lambda flags, step: jnp.max(flags) + 0 * step.astype(jnp.int32),
+                   out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+  def any_process(flag: bool, step):
+    flags = jax.make_array_from_process_local_data(
+        per_device, np.full(jax.local_device_count(), flag, np.int32),
+        (jax.device_count(),))
+    return reduce(flags, step)
+  return any_process

@@ -135,6 +135,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1,
       init_timeout_s=300,  # jax.distributed: a stalled process fails the job.
+      # A process silent this long (killed, host lost) is declared dead and
+      # the others exit non-zero instead of waiting for it forever.
+      heartbeat_timeout_s=100,
+  ))
+
+  # Weights & Biases (pip install '.[wandb]'); process 0 logs every
+  # metrics.jsonl row. WANDB_MODE=offline and WANDB_API_KEY work as usual.
+  c.wandb = ml_collections.ConfigDict(dict(
+      project='',  # '' turns W&B off.
+      entity='',  # Team or user; '': the API key's default.
+      name='',  # Display name; '': the workdir's name.
   ))
   return c
 
@@ -226,6 +237,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f'must be >= 1 and divide train.batch_size={t.batch_size}')
 
   d = c.data
+  check(d.source != '', 'data.source', d.source,
+        'this config pretrains on a real corpus: set e.g. '
+        '--config.data.source=hf:wikimedia/wikipedia:20231101.en or '
+        "--config.data.source='files:/data/corpus/*.jsonl' ('synthetic' is "
+        'the built-in toy grammar)')
   corpora = "use 'synthetic', 'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'"
   for key in ('source', 'validation_source'):
     kind, _, rest = d[key].partition(':')
@@ -265,8 +281,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('data', 'fsdp', 'tensor'):
     check(c.mesh[key] == -1 or c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
            'use -1 (remaining devices) or a positive integer')
-  check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
-         'must be a positive number of seconds')
+  for key in ('init_timeout_s', 'heartbeat_timeout_s'):
+    check(c.mesh[key] > 0, f'mesh.{key}', c.mesh[key],
+           'must be a positive number of seconds')
 
 
 def clip_warmup(c: ml_collections.ConfigDict) -> str | None:

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import tqdm
 
 from sctd_jax import cli
+from sctd_jax import paths
 from sctd_jax import metrics_log
 
 # Overrides the device memory `check_memory` compares with, in bytes: to
@@ -148,7 +149,10 @@ def remove_partial_saves(directory: str) -> list[str]:
 
 def warn_if_low_disk(directory: str, state_size: int, keep: int) -> None:
   """Warns when the disk cannot hold `keep` checkpoints plus the one being
-  written (Orbax deletes the oldest only after the new one is complete)."""
+  written (Orbax deletes the oldest only after the new one is complete). A
+  bucket has no disk to fill."""
+  if paths.is_remote(directory):
+    return
   missing = keep + 1 - len(complete_checkpoints(directory))
   size = checkpoint_bytes(directory, state_size)
   needed = max(1, missing) * size

@@ -11,6 +11,7 @@ import tqdm
 
 from sctd_jax import cli
 from sctd_jax import losses
+from sctd_jax import paths
 
 
 def summarize(step: int, per_step: list[dict], seconds: float,
@@ -48,17 +49,15 @@ def write_json(path: str, value) -> None:
 
 def truncate_metrics(workdir: str, step: int) -> None:
   """Drops metrics.jsonl rows after `step`: a resumed run redoes those steps."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = paths.resolve(workdir) / 'metrics.jsonl'
+  if not path.exists():
     return
-  with open(path) as f:
-    lines = f.readlines()
+  lines = path.read_text().splitlines(keepends=True)
   keep = [line for line in lines if _step_of(line) <= step]
   if len(keep) < len(lines):
     logging.info('Resuming at step %d: dropped %d metrics rows of later steps.',
                  step, len(lines) - len(keep))
-    with open(path, 'w') as f:
-      f.writelines(keep)
+    path.write_text(''.join(keep))
 
 
 class NonFiniteLoss(cli.UserError):
@@ -75,8 +74,8 @@ class Reporter:
     self.enabled = enabled
     if not enabled:
       return
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self.jsonl = paths.resolve(workdir) / 'metrics.jsonl'
+    self.tb = tensorboardX.SummaryWriter(str(paths.resolve(workdir) / 'tensorboard'))
     self.num_steps = num_steps
     self.bar = tqdm.tqdm(total=num_steps, initial=first_step, unit='step',
                          dynamic_ncols=True, mininterval=1.0)
@@ -94,8 +93,7 @@ class Reporter:
           'from before this step.')
     if not self.enabled:
       return
-    self.jsonl.write(json.dumps(row) + '\n')
-    self.jsonl.flush()
+    paths.append_text(self.jsonl, json.dumps(row) + '\n')
     for key, value in row.items():
       if key != 'step' and value is not None:
         self.tb.add_scalar(key, value, row['step'])
@@ -112,7 +110,40 @@ class Reporter:
       return
     self.bar.close()
     self.tb.close()
-    self.jsonl.close()
+
+
+class WandbMissing(cli.UserError):
+  """wandb.project is set but the wandb package is not installed."""
+
+
+def start_wandb(config, workdir: str):
+  """This workdir's Weights & Biases run, or None when wandb.project is ''.
+
+  The run id is kept in `workdir/wandb_run_id`, so a requeued or resumed job
+  logs to the same run. Call on process 0 only. W&B keeps a step's first
+  values: rows a resumed run redoes (after its checkpoint) stay as first logged.
+  """
+  if not config.wandb.project:
+    return None
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top  (an optional extra)
+  except ImportError as e:
+    raise WandbMissing('config key wandb.project is set but wandb is not '
+                       "installed: pip install -e '.[wandb]'.") from e
+  id_file = paths.resolve(workdir) / 'wandb_run_id'
+  local = None if paths.is_remote(workdir) else str(paths.resolve(workdir))
+  run = wandb.init(project=config.wandb.project, entity=config.wandb.entity or None,
+                   name=config.wandb.name or paths.resolve(workdir).name,
+                   id=id_file.read_text().strip() if id_file.exists() else None,
+                   resume='allow', dir=local, config=config.to_dict())
+  id_file.write_text(run.id)
+  return run
+
+
+def wandb_log(run, row: dict) -> None:
+  """One metrics.jsonl row as W&B values at its step (null terms left out)."""
+  run.log({k: v for k, v in row.items() if k != 'step' and v is not None},
+          step=row['step'])
 
 
 def _hms(seconds: float) -> str:

@@ -10,6 +10,7 @@ passed to `jax.jit` change.
 """
 
 import os
+import sys
 
 from absl import logging
 import flax.linen as nn
@@ -77,6 +78,21 @@ def state_shardings(model, mesh, abstract_state):
                                 importance=replicated, rng=replicated)
 
 
+def log_platform(config) -> None:
+  """Logs where the run computes, and warns when a BERT-base-sized model (or
+  larger) is about to train on CPUs: `pip install -e .` brings the CPU
+  jaxlib only, and a GPU box without `.[cuda]` silently trains on its CPU."""
+  platform = jax.default_backend()
+  logging.info('Platform %s: %d devices (%d on this process, %d processes); '
+               'compute dtype %s.', platform, jax.device_count(),
+               jax.local_device_count(), jax.process_count(), config.model.dtype)
+  if platform == 'cpu' and config.model.hidden_size >= 768:
+    logging.warning(
+        'Training a model with hidden size %d on the CPU: it will take weeks. '
+        'For GPUs install pip install -e ".[cuda]", for TPUs -e ".[tpu]", and '
+        'check that jax.devices() lists them.', config.model.hidden_size)
+
+
 def batch_sharding(mesh) -> NamedSharding:
   """Rows of every batch array split over data x fsdp."""
   return NamedSharding(mesh, P(('data', 'fsdp')))
@@ -89,10 +105,11 @@ def global_batch(local_batch: dict, sharding: NamedSharding, batch_size: int) ->
           for k, v in local_batch.items()}
 
 
-def maybe_initialize_distributed(timeout_s: int) -> None:
+def maybe_initialize_distributed(timeout_s: int, heartbeat_timeout_s: int = 100) -> None:
   """`jax.distributed.initialize()` when the environment describes several
   processes (an explicit coordinator, a SLURM job step with several tasks,
-  or a multi-host TPU slice); a stalled peer ends the job after `timeout_s`."""
+  or a multi-host TPU slice); a peer that does not start ends the job after
+  `timeout_s`, one that dies after `heartbeat_timeout_s`."""
   env = os.environ
   explicit = {}
   if 'JAX_COORDINATOR_ADDRESS' in env:  # e.g. launch/local_multiprocess.sh
@@ -102,6 +119,24 @@ def maybe_initialize_distributed(timeout_s: int) -> None:
            or int(env.get('SLURM_STEP_NUM_TASKS', env.get('SLURM_NTASKS', '1'))) > 1
            or len(env.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1)
   if multi:
-    jax.distributed.initialize(initialization_timeout=timeout_s, **explicit)
+    jax.distributed.initialize(initialization_timeout=timeout_s,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s, **explicit)
     logging.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def exit_after_peer_failure(error: Exception) -> None:
+  """Ends this process with status 1 and one clear line when a collective
+  failed because another process died (gloo reports a reset connection; NCCL
+  waits until the heartbeat timeout ends every process). `os._exit` skips
+  jax.distributed's shutdown barrier, which would wait for the dead process
+  and then abort with a C++ stack trace."""
+  first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ''
+  logging.flush()
+  sys.stderr.write(
+      f'error: process {jax.process_index()} of {jax.process_count()} stops: a '
+      f'computation across processes failed ({first_line}). Another process '
+      'probably died or became unreachable: check its log, then rerun the job; '
+      'it resumes from the newest checkpoint.\n')
+  sys.stderr.flush()
+  os._exit(1)

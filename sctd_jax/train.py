@@ -27,6 +27,7 @@ from sctd_jax import faults
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import models
+from sctd_jax import paths
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
@@ -44,14 +45,26 @@ def resolve_vocab_size(config, tokenizer) -> int:
   return config.model.vocab_size
 
 
+def workdir_tokenizer(config, workdir: str):
+  """load_or_fit_tokenizer on `workdir/tokenizer/`, through a local copy when
+  the workdir is in a bucket (HF tokenizers read and write local folders)."""
+  folder = paths.resolve(workdir) / 'tokenizer'
+  existed = folder.exists()
+  with paths.local_copy(folder) as local:
+    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, os.path.dirname(local))
+    if paths.is_remote(folder) and not existed:
+      paths.copy_folder(local, folder)
+  return tokenizer
+
+
 def shared_tokenizer(config, workdir: str):
   """Process 0 loads or fits the tokenizer and saves it in the workdir (a
-  filesystem all processes share); the others then load that one."""
+  filesystem or bucket all processes share); the others then load that one."""
   if jax.process_index() == 0:
-    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
+    tokenizer = workdir_tokenizer(config, workdir)
   multihost_utils.sync_global_devices('tokenizer saved')
   if jax.process_index() != 0:
-    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, workdir)
+    tokenizer = workdir_tokenizer(config, workdir)
   return tokenizer
 
 
@@ -63,7 +76,7 @@ def setup(config, workdir: str, mesh):
   config_lib.validate(config)
   if (warning := config_lib.clip_warmup(config)):
     logging.warning(warning)
-  os.makedirs(workdir, exist_ok=True)
+  paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
@@ -86,8 +99,8 @@ def setup(config, workdir: str, mesh):
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2, sort_keys=True))
+    (paths.resolve(workdir) / 'config.json').write_text(
+        config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, state_sharding, position, checkpointer
 
 
@@ -111,6 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   cli.use_compilation_cache()
+  sharding.log_platform(config)
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
       config, workdir, mesh)
@@ -148,6 +162,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   logging.info('MFU is against %.3g FLOP/s (%s).', peak, peak_source)
 
   shape = checkpointing.model_shape(config)
+  tracker = metrics_log.start_wandb(config, workdir) if jax.process_index() == 0 else None
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
@@ -163,7 +178,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
       position += t.batch_size
       pending.append(metrics)
       reporter.advance()
-      stopping = bool(stop)  # Read once: a signal may land mid-iteration.
+      stopping = stop.agreed(state.step)  # Read once: a signal may land mid-iteration.
       evaluating = done % t.eval_every == 0 or done == t.num_steps
       saving = done % t.checkpoint_every == 0 or done == t.num_steps or stopping
       # Rows are written (and losses checked for NaN) before any save.
@@ -179,13 +194,15 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
             row.update(drift(state))
         reporter.write(row)
         skips.update(done, [m['skipped'] for m in pending])
+        if tracker:
+          metrics_log.wandb_log(tracker, row)
         pending, last_time = [], time.perf_counter()
       if saving:
         checkpointer.save(done, state, {'position': position}, shape)
       if stopping:
         checkpointer.wait()
         logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
-                        'command to resume.', stop.signal_name, done,
+                        'command to resume.', stop.reason, done,
                         checkpointer.directory, done)
         break
       if done < t.num_steps:
@@ -196,6 +213,8 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
     checkpointer.close()
     stop.restore_handlers()
     reporter.close()
+    if tracker:
+      tracker.finish()
   return row
 
 
@@ -210,8 +229,14 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   config_lib.validate(config)
-  sharding.maybe_initialize_distributed(config.mesh.init_timeout_s)
-  train_and_evaluate(config, flags.FLAGS.workdir)
+  sharding.maybe_initialize_distributed(config.mesh.init_timeout_s,
+                                        config.mesh.heartbeat_timeout_s)
+  try:
+    train_and_evaluate(config, flags.FLAGS.workdir)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    sharding.exit_after_peer_failure(e)
 
 
 if __name__ == '__main__':

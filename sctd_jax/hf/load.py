@@ -12,6 +12,7 @@ import os
 from typing import Any, NamedTuple
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,6 +25,7 @@ from sctd_jax import config as config_lib
 from sctd_jax.hf import format as hf_format
 from sctd_jax.hf.format import FormatError
 from sctd_jax import models
+from sctd_jax import paths
 from sctd_jax import step as step_lib
 
 # config.model keys that change what the weights compute; dropout and the
@@ -39,10 +41,10 @@ class Pretrained(NamedTuple):
 
 
 def _read_json(path: str, what: str) -> dict:
-  if not os.path.isfile(path):
+  path = epath.Path(path)
+  if not path.is_file():
     raise FormatError(f'{path} not found ({what}).')
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def load_pretrained(path: str):
@@ -60,7 +62,7 @@ def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
   config = ml_collections.ConfigDict(_read_json(
       os.path.join(workdir, 'config.json'), 'train.py writes it into every workdir'))
   directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):  # Checkpointer would create it.
+  if not epath.Path(directory).is_dir():  # Checkpointer would create it.
     raise FormatError(f'No checkpoint in {workdir}: {directory} does not exist.')
   checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
   try:
@@ -80,8 +82,8 @@ def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
   if restored is None:
     raise FormatError(f'No readable checkpoint in {directory}.')
   state, _ = restored
-  tokenizer = transformers.AutoTokenizer.from_pretrained(
-      os.path.join(workdir, 'tokenizer'))
+  with paths.local_copy(os.path.join(workdir, 'tokenizer')) as folder:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
   return Pretrained(model, state.params, tokenizer, int(state.step))
 
 
