@@ -17,6 +17,7 @@ setup(
         'datasets>=4.0',  # datasets.List.
         'ml_collections>=0.1.1',
         'absl-py>=2.0',
+        'etils[epath]>=1.5',  # One path layer for local and gs:// workdirs (sctd_jax.paths).
         'numpy>=1.26',
         'safetensors>=0.4',
         'tensorboardX>=2.6',
