@@ -1,15 +1,7 @@
-"""Pretraining corpora: where documents come from and how they become blocks.
+"""Pretraining corpora as blocks: `make_source(config, tokenizer, split)`.
 
-`data.source` (and `data.validation_source`) name a corpus:
-- 'synthetic': the built-in grammar corpus (`sctd_jax.data.synthetic`), generated
-  on demand;
-- 'hf:NAME[:CONFIG][@SPLIT]': `datasets.load_dataset(NAME, CONFIG,
-  split=SPLIT)` (SPLIT defaults to 'train'), or a folder written by
-  `save_to_disk` (of a Dataset, or of a DatasetDict and its SPLIT); the
-  documents are its `data.text_column`;
-- 'files:GLOB': local files in sorted order: .txt (a blank line separates
-  documents), .jsonl (one object per line, text in `data.text_column`) and
-  .parquet (column `data.text_column`).
+`data.source` names a corpus (see `readers`: 'synthetic', 'hf:...' or
+'files:GLOB'); this module tokenizes and packs it.
 
 Packing follows RoBERTa's FULL-SENTENCES, as the paper does (no NSP): each
 document is tokenized once (an Arrow cache keyed by the corpus and the
@@ -21,61 +13,32 @@ fixed by (seed, split, epoch): global sample `p` is `source.block(p)`,
 whichever process reads it, whenever.
 """
 
-import glob
-import hashlib
 import itertools
-import json
 import os
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from absl import logging
 import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from sctd_jax import config as config_lib
+from sctd_jax.data import readers
 from sctd_jax.data import synthetic
+# Re-exported: callers name them as sources.*.
+from sctd_jax.data.readers import DataError  # pylint: disable=unused-import
+from sctd_jax.data.readers import FILE_TYPES  # pylint: disable=unused-import
+from sctd_jax.data.readers import load_documents  # pylint: disable=unused-import
+from sctd_jax.data.readers import match_files  # pylint: disable=unused-import
+from sctd_jax.data.readers import parse_source  # pylint: disable=unused-import
+from sctd_jax.data.readers import read_files  # pylint: disable=unused-import
 
 SPLITS = {'train': 0, 'validation': 1}
-FILE_TYPES = ('.txt', '.jsonl', '.parquet')
 # Documents per packed block of the synthetic corpus come from a disjoint
 # index range per block.
 _DOCS_PER_BLOCK = 1 << 12
 # Documents a stream holds to shuffle its order each epoch.
 _SHUFFLE_BUFFER = 10_000
-# Bumped when the meaning of a cache changes, so old caches are not reused.
-_CACHE_VERSION = 1
 _TOKEN_FEATURES = datasets.Features({'input_ids': datasets.List(datasets.Value('int32'))})
-_TEXT_FEATURES = datasets.Features({'text': datasets.Value('string')})
-
-
-class DataError(config_lib.ConfigError):
-  """A corpus that cannot be read or packed; the message names the file or key."""
-
-
-class Corpus(NamedTuple):
-  """A parsed `data.source`: kind 'synthetic', 'hf' or 'files'."""
-  kind: str
-  name: str = ''        # Dataset name or folder (hf), glob (files).
-  config: str = ''      # Dataset config (hf).
-  split: str = 'train'  # Dataset split (hf).
-
-
-def parse_source(spec: str, key: str = 'data.source') -> Corpus:
-  """'synthetic' | 'hf:NAME[:CONFIG][@SPLIT]' | 'files:GLOB' -> Corpus."""
-  kind, _, rest = spec.partition(':')
-  if spec == 'synthetic':
-    return Corpus('synthetic')
-  if kind == 'files' and rest:
-    return Corpus('files', rest)
-  if kind == 'hf':
-    name_config, _, split = rest.partition('@')
-    name, _, config = name_config.partition(':')
-    if name:
-      return Corpus('hf', name, config, split or 'train')
-  raise DataError(f"config key {key}={spec!r} is invalid: use 'synthetic', "
-                  "'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'.")
 
 
 def framer(tokenizer, seq_len: int):
@@ -237,178 +200,13 @@ class StreamSource:
     return next(self._blocks)
 
 
-# ------------------------------------------------------------------ reading
-def _decode(raw: bytes) -> tuple[str, int]:
-  """UTF-8 text of `raw`, and how many undecodable byte sequences became U+FFFD."""
-  try:
-    return raw.decode('utf-8'), 0
-  except UnicodeDecodeError:
-    text = raw.decode('utf-8', errors='replace')
-    return text, text.count('\ufffd') - raw.count('\ufffd'.encode())
-
-
-def _text_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  """(document, undecodable count) of a .txt file: runs of non-blank lines."""
-  del column  # Plain text has no fields.
-  lines, bad = [], 0
-  with open(path, 'rb') as f:
-    for raw in f:
-      line, n = _decode(raw)
-      bad += n
-      if line.strip():
-        lines.append(line)
-      elif lines:
-        yield ''.join(lines), bad
-        lines, bad = [], 0
-  if lines:
-    yield ''.join(lines), bad
-
-
-def _jsonl_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  with open(path, 'rb') as f:
-    for number, raw in enumerate(f, 1):
-      line, bad = _decode(raw)
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f'{path}:{number}: not a JSON object ({e}).') from None
-      if not isinstance(record, dict) or column not in record:
-        fields = list(record) if isinstance(record, dict) else type(record).__name__
-        raise DataError(f'{path}:{number}: no field {column!r} (data.text_column); '
-                        f'it has {fields}.')
-      yield _text(record[column], f'{path}:{number}', column), bad
-
-
-def _parquet_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  try:
-    file = pq.ParquetFile(path)
-  except pa.ArrowException as e:
-    raise DataError(f'{path}: not a readable Parquet file ({e}).') from None
-  if column not in file.schema_arrow.names:
-    raise DataError(f'{path}: no column {column!r} (data.text_column); it has '
-                    f'{file.schema_arrow.names}.')
-  for batch in file.iter_batches(columns=[column]):
-    for text in batch.column(0).to_pylist():
-      yield _text(text, path, column), 0
-
-
-def _text(value, where: str, column: str) -> str:
-  """A document's text; None (a missing value) is an empty document."""
-  if value is not None and not isinstance(value, str):
-    raise DataError(f'{where}: field {column!r} (data.text_column) holds '
-                    f'{type(value).__name__}, not text.')
-  return value or ''
-
-
-_READERS = {'.txt': _text_documents, '.jsonl': _jsonl_documents,
-            '.parquet': _parquet_documents}
-
-
-def read_files(paths: list[str], column: str) -> Iterator[dict]:
-  """{'text': document} for each document of the files, in order; a file
-  without any is one empty document (so it is counted as such). Undecodable
-  bytes become U+FFFD and are counted in a warning naming the file."""
-  for path in paths:
-    bad, text = 0, None
-    for text, n in _READERS[os.path.splitext(path)[1]](path, column):
-      bad += n
-      yield {'text': text}
-    if text is None:
-      yield {'text': ''}
-    if bad:
-      logging.warning('%s: %d undecodable byte sequence(s) (not UTF-8) replaced '
-                      'by U+FFFD.', path, bad)
-
-
-def match_files(pattern: str) -> list[str]:
-  """The files `pattern` matches, sorted; an error names what is missing or
-  not supported."""
-  paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-  if not paths:
-    raise DataError(f"config key data.source='files:{pattern}': no file matches "
-                    f'{pattern!r} (from {os.getcwd()}).')
-  for path in paths:
-    if os.path.splitext(path)[1] not in FILE_TYPES:
-      raise DataError(f"config key data.source='files:{pattern}' matches {path}, "
-                      f'which is not one of {FILE_TYPES}.')
-  return paths
-
-
-def cache_dir(data) -> str:
-  """Where the corpus and token caches of this project live."""
-  return data.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, 'sctd_jax')
-
-
-def _digest(*parts) -> str:
-  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
-
-
-def _num_proc(data, items: int) -> int | None:
-  n = min(os.cpu_count() if data.num_proc == -1 else data.num_proc, items)
-  return n if n > 1 else None
-
-
-def load_documents(corpus: Corpus, data):
-  """(documents, text column) of `corpus`: a `datasets.Dataset` (or, with
-  `data.streaming`, an `IterableDataset`)."""
-  if corpus.kind == 'files':
-    paths = match_files(corpus.name)
-    kwargs = dict(generator=read_files, features=_TEXT_FEATURES,
-                  gen_kwargs=dict(paths=paths, column=data.text_column))
-    if data.streaming:
-      return datasets.IterableDataset.from_generator(**kwargs), 'text'
-    # Keyed by the files' names, sizes and times, as datasets keys data_files.
-    stamps = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
-    fingerprint = _digest(_CACHE_VERSION, data.text_column, stamps)
-    try:
-      return datasets.Dataset.from_generator(
-          **kwargs, cache_dir=cache_dir(data), fingerprint=fingerprint,
-          num_proc=_num_proc(data, len(paths))), 'text'
-    except datasets.exceptions.DatasetGenerationError as e:
-      if isinstance(e.__cause__, DataError):
-        raise e.__cause__ from None
-      raise
-  try:
-    if _saved_to_disk(corpus.name):
-      documents = datasets.load_from_disk(corpus.name)
-      if isinstance(documents, datasets.DatasetDict):
-        if corpus.split not in documents:
-          raise ValueError(f'no split {corpus.split!r}; it has {list(documents)}')
-        documents = documents[corpus.split]
-      if data.streaming:
-        documents = documents.to_iterable_dataset()
-    else:
-      documents = datasets.load_dataset(
-          corpus.name, corpus.config or None, split=corpus.split,
-          streaming=data.streaming, cache_dir=data.cache_dir or None)
-  except Exception as e:  # Whatever the Hub or the loader says, named for the user.
-    raise DataError(f'{_describe(corpus)} could not be loaded: {e}') from e
-  if documents.column_names is not None and data.text_column not in documents.column_names:
-    raise DataError(f'{_describe(corpus)} has no column {data.text_column!r} '
-                    f'(data.text_column); it has {documents.column_names}.')
-  return documents, data.text_column
-
-
-def _saved_to_disk(path: str) -> bool:
-  return any(os.path.isfile(os.path.join(path, name)) for name in (
-      datasets.config.DATASET_STATE_JSON_FILENAME, datasets.config.DATASETDICT_JSON_FILENAME))
-
-
-def _describe(corpus: Corpus) -> str:
-  if corpus.kind == 'hf':
-    return f"hf:{corpus.name}{':' + corpus.config if corpus.config else ''}@{corpus.split}"
-  return f'{corpus.kind}:{corpus.name}' if corpus.name else corpus.kind
-
-
 # --------------------------------------------------------------- tokenizing
 def tokenizer_fingerprint(tokenizer) -> str:
   """Changes whenever the tokenizer would produce other ids."""
   if not tokenizer.is_fast:
     raise DataError('config key data.tokenizer names a tokenizer without a fast '
                     '(Rust) implementation; the pipeline needs one.')
-  return _digest(tokenizer.backend_tokenizer.to_str(), tokenizer.sep_token_id)
+  return readers.digest(tokenizer.backend_tokenizer.to_str(), tokenizer.sep_token_id)
 
 
 def _tokenize(batch: dict, tokenizer, column: str) -> dict:
@@ -421,14 +219,14 @@ def _tokenize(batch: dict, tokenizer, column: str) -> dict:
 
 def tokenize(documents: datasets.Dataset, column: str, tokenizer, data) -> datasets.Dataset:
   """The documents' ids, computed once per (corpus, tokenizer) in
-  `data.num_proc` processes and cached as Arrow in `cache_dir(data)`."""
-  key = _digest(_CACHE_VERSION, documents._fingerprint, column,  # pylint: disable=protected-access
+  `data.num_proc` processes and cached as Arrow in `readers.cache_dir(data)`."""
+  key = readers.digest(readers.CACHE_VERSION, documents._fingerprint, column,  # pylint: disable=protected-access
                 tokenizer_fingerprint(tokenizer))
   return documents.map(
       _tokenize, batched=True, fn_kwargs=dict(tokenizer=tokenizer, column=column),
       remove_columns=documents.column_names, features=_TOKEN_FEATURES,
-      num_proc=_num_proc(data, len(documents)), new_fingerprint=key,
-      cache_file_name=os.path.join(cache_dir(data), f'tokens-{key}.arrow'),
+      num_proc=readers.num_proc(data, len(documents)), new_fingerprint=key,
+      cache_file_name=os.path.join(readers.cache_dir(data), f'tokens-{key}.arrow'),
       desc='Tokenizing')
 
 
@@ -444,11 +242,11 @@ def make_source(config, tokenizer, split: str = 'train'):
   """The source of `split`'s blocks: `block(p)` is global sample p."""
   d = config.data
   spec = d.validation_source if split == 'validation' and d.validation_source else d.source
-  corpus = parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
+  corpus = readers.parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
   if corpus.kind == 'synthetic':
     return SyntheticSource(tokenizer, d.seq_len, config.seed, split)
-  documents, column = load_documents(corpus, d)
-  name = _describe(corpus)
+  documents, column = readers.load_documents(corpus, d)
+  name = readers.describe(corpus)
   if d.streaming:
     return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name)
   tokens = TokenColumn(tokenize(documents, column, tokenizer, d).data.column('input_ids'))
@@ -469,10 +267,10 @@ def held_out(docs: range, fraction: float, split: str) -> range:
 def texts(data, seed: int) -> Iterator[str]:
   """The training documents of `data.source` as text, in corpus order (the
   validation documents held out), for fitting a tokenizer."""
-  corpus = parse_source(data.source)
+  corpus = readers.parse_source(data.source)
   if corpus.kind == 'synthetic':
     return (' '.join(s.text for s in synthetic.document(seed, i)) for i in itertools.count())
-  documents, column = load_documents(corpus, data)
+  documents, column = readers.load_documents(corpus, data)
   if not data.streaming and not data.validation_source:
     documents = documents.select(held_out(range(len(documents)), data.validation_fraction,
                                           'train'))
