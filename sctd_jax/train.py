@@ -133,7 +133,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
                                 enabled=jax.process_index() == 0)
   tokens_per_step = t.batch_size * config.data.seq_len
-  pending, last_time, row = [], time.perf_counter(), {}
+  pending, last_time, row, data_wait = [], time.perf_counter(), {}, 0.0
   try:
     for done in range(first_step + 1, t.num_steps + 1):
       state, metrics = train_step(state, batch)
@@ -148,12 +148,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         pending = jax.device_get(pending)  # Waits for the steps to finish.
         row = metrics_log.summarize(done, pending, time.perf_counter() - last_time,
                                   tokens_per_step)
+        row['data_wait_s'] = data_wait / len(pending)  # Per step, as step_time_s.
         if evaluating:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
           if drift:
             row.update(drift(state))
         reporter.write(row)
-        pending, last_time = [], time.perf_counter()
+        pending, last_time, data_wait = [], time.perf_counter(), 0.0
       if saving:
         checkpointer.save(done, state, {'position': position}, shape)
       if stopping:
@@ -163,7 +164,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         checkpointer.directory, done)
         break
       if done < t.num_steps:
+        waited = time.perf_counter()  # The host's wait for data; the step runs on.
         batch = to_global(next(train_batches))
+        data_wait += time.perf_counter() - waited
   finally:
     checkpointer.wait()
     checkpointer.close()

@@ -19,6 +19,8 @@ from typing import Iterator
 
 from absl import logging
 import datasets
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import pyarrow as pa
 
@@ -238,6 +240,20 @@ def tokenize_stream(documents: datasets.IterableDataset, column: str,
 
 
 # ------------------------------------------------------------------ sources
+def process_zero_first(name: str, build):
+  """`build()` in process 0, then, after a barrier, in the others: with
+  `data.cache_dir` on a filesystem all hosts share, they find process 0's
+  caches instead of redoing (and racing on) the work."""
+  if jax.process_count() == 1:
+    return build()
+  if jax.process_index() == 0:
+    out = build()
+  multihost_utils.sync_global_devices(name)
+  if jax.process_index() != 0:
+    out = build()
+  return out
+
+
 def make_source(config, tokenizer, split: str = 'train'):
   """The source of `split`'s blocks: `block(p)` is global sample p."""
   d = config.data
@@ -245,11 +261,17 @@ def make_source(config, tokenizer, split: str = 'train'):
   corpus = readers.parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
   if corpus.kind == 'synthetic':
     return SyntheticSource(tokenizer, d.seq_len, config.seed, split)
-  documents, column = readers.load_documents(corpus, d)
   name = readers.describe(corpus)
   if d.streaming:
+    documents, column = readers.load_documents(corpus, d)
     return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name)
-  tokens = TokenColumn(tokenize(documents, column, tokenizer, d).data.column('input_ids'))
+
+  def read_and_tokenize():
+    documents, column = readers.load_documents(corpus, d)
+    return documents, tokenize(documents, column, tokenizer, d)
+
+  documents, tokenized = process_zero_first(f'tokenized {name}', read_and_tokenize)
+  tokens = TokenColumn(tokenized.data.column('input_ids'))
   docs = range(len(documents))
   if not d.validation_source:
     docs = held_out(docs, d.validation_fraction, split)
