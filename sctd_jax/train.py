@@ -56,7 +56,7 @@ def shared_tokenizer(config, workdir: str):
 def setup(config, workdir: str, mesh):
   """Tokenizer, model, and the train state laid out on `mesh`: fresh, or
   restored from the newest readable checkpoint. Returns (tokenizer, model,
-  state, state shardings, data position, checkpointer); process 0 writes
+  state, state shardings, data state, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
@@ -72,17 +72,16 @@ def setup(config, workdir: str, mesh):
       config, model, importance, jax.random.PRNGKey(config.seed), mesh)
   checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
-  position = 0
+  data_state = {'position': 0}
   if restored is not None:
     state, data_state = restored
-    position = data_state['position']
   elif config.init_from:
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2, sort_keys=True))
-  return tokenizer, model, state, state_sharding, position, checkpointer
+  return tokenizer, model, state, state_sharding, data_state, checkpointer
 
 
 def evaluate(eval_step, state, batches, method: str) -> dict:
@@ -100,8 +99,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
   cli.use_compilation_cache()
   mesh = sharding.make_mesh(config.mesh)
-  tokenizer, model, state, state_sharding, position, checkpointer = setup(
+  tokenizer, model, state, state_sharding, data_state, checkpointer = setup(
       config, workdir, mesh)
+  position = data_state['position']
   batch_sharding = sharding.batch_sharding(mesh)
   to_global = lambda b: sharding.global_batch(b, batch_sharding, config.train.batch_size)
   t = config.train
@@ -117,7 +117,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
   drift = drift_lib.make_drift(config, model, tokenizer)
-  train_batches = pipeline.batches(config, tokenizer, 'train', position)
+  train_batches = pipeline.batches(config, tokenizer, 'train', data_state)
 
   batch = to_global(next(train_batches))
   started = time.perf_counter()
@@ -156,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         reporter.write(row)
         pending, last_time, data_wait = [], time.perf_counter(), 0.0
       if saving:
-        checkpointer.save(done, state, {'position': position}, shape)
+        checkpointer.save(done, state, train_batches.checkpoint(position), shape)
       if stopping:
         checkpointer.wait()
         logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '

@@ -146,8 +146,8 @@ def test_streaming_packs_like_the_cached_path_and_resumes(corpus, tok, tmp_path)
   flat = lambda blocks: sorted(t for b in blocks for t in b)
   assert flat(first[:len(chunks)]) == flat(chunks)
   assert first[:len(chunks)] != first[len(chunks):2 * len(chunks)]
-  assert unframe(tok, source.block(len(chunks) + 3)) == first[len(chunks) + 3]
-  assert unframe(tok, source.block(2)) == first[2]   # replays from the start
+  with pytest.raises(ValueError, match='only reads forward'):
+    source.block(2)
   run = pipeline.batches(config, tok)
   run = [next(run) for _ in range(3)]
   resumed = next(pipeline.batches(config, tok, position=2 * config.train.batch_size))

@@ -198,8 +198,8 @@ def load_documents(corpus: Corpus, data):
         if corpus.split not in documents:
           raise ValueError(f'no split {corpus.split!r}; it has {list(documents)}')
         documents = documents[corpus.split]
-      if data.streaming:
-        documents = documents.to_iterable_dataset()
+      if data.streaming:  # Shards, so that processes can split them.
+        documents = documents.to_iterable_dataset(num_shards=min(len(documents), 64))
     else:
       documents = datasets.load_dataset(
           corpus.name, corpus.config or None, split=corpus.split,

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from absl import logging
 import datasets
+from datasets.distributed import split_dataset_by_node
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -38,8 +39,10 @@ SPLITS = {'train': 0, 'validation': 1}
 # Documents per packed block of the synthetic corpus come from a disjoint
 # index range per block.
 _DOCS_PER_BLOCK = 1 << 12
-# Documents a stream holds to shuffle its order each epoch.
-_SHUFFLE_BUFFER = 10_000
+# Documents a stream shuffles together; a resume re-reads at most one window.
+_WINDOW = 1000
+# Stream states kept for the checkpoint: more blocks than prefetch reads ahead.
+_REMEMBERED_BLOCKS = 1 << 14
 _TOKEN_FEATURES = datasets.Features({'input_ids': datasets.List(datasets.Value('int32'))})
 
 
@@ -145,57 +148,87 @@ class PackedSource:
     return self._frame(self.tokens[start:stop])
 
 
-def chunks(token_lists: Iterator[list[int]], length: int) -> Iterator[np.ndarray]:
-  """The lists end to end without the first token, cut into `length`-token
-  chunks; the last may be shorter. The streaming twin of `PackedSource`."""
-  pending, size, first = [], 0, True
-  for ids in token_lists:
-    if not ids:
-      continue
-    if first:
-      ids, first = ids[1:], False
-    pending.append(np.asarray(ids, np.int32))
-    size += len(ids)
-    if size >= length:
-      flat = np.concatenate(pending)
-      cut = size - size % length
-      yield from flat[:cut].reshape(-1, length)
-      pending, size = [flat[cut:]], size - cut
-  if size:
-    yield np.concatenate(pending)
-
-
 class StreamSource:
-  """Blocks packed in reading order from a corpus read as a stream
-  (`data.streaming`): nothing is cached, so the corpus need not fit on disk,
-  but access is forward only. Asking for an earlier block replays the stream
-  from its start, so a resumed run re-reads (and re-tokenizes) the corpus up
-  to its position, and every process reads all of it to keep its own rows.
-  Each epoch reads the documents in a new order, from a shuffle buffer
-  seeded by (seed, epoch)."""
+  """Blocks packed in reading order from this process's shard of a corpus
+  read as a stream (`data.streaming`): nothing is cached, so the corpus need
+  not fit on disk. `block(j)` is block j of this process's stream, read
+  forward.
+
+  Each process reads only its shard (`split_dataset_by_node`: whole files or
+  Hub shards when their count divides evenly among the processes, else every
+  process skips the others' documents). The documents are shuffled in
+  windows of `_WINDOW` by (seed, split, epoch, window), and the shard order
+  changes each epoch. `state(j)` (recent j only) is everything needed to
+  continue at block j: the HF iterator's state at the start of the window,
+  how far into the window, and the tokens not yet in a block. So a resume
+  re-reads at most one window (no tokenizing before the resume point), and
+  the blocks after it are exactly those of an uninterrupted run."""
+
+  _EPOCH_START = dict(block=0, epoch=0, window=0, documents=None, offset=0, started=False,
+                      pending=[])
 
   def __init__(self, documents: datasets.IterableDataset, column: str, tokenizer,
-               seq_len: int, seed: int, split: str, name: str):
+               seq_len: int, seed: int, split: str, name: str, state: dict | None = None,
+               process: tuple[int, int] | None = None):
     self.tokenizer, self.seq_len, self.split, self._name = tokenizer, seq_len, split, name
     self._frame = framer(tokenizer, seq_len)
-    self._tokens = tokenize_stream(
-        documents.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER), column, tokenizer)
-    self._blocks, self._next = self._stream(), 0
+    self._column, self._seed = column, [seed, SPLITS[split]]
+    rank, world_size = process or (jax.process_index(), jax.process_count())
+    self._documents = split_dataset_by_node(documents, rank=rank, world_size=world_size)
+    self._start = state or self._EPOCH_START
+    self._states: dict[int, dict] = {}
+    self.documents_tokenized = 0
+    self._blocks, self._next = self._stream(self._start), self._start['block']
 
-  def _stream(self) -> Iterator[np.ndarray]:
-    for epoch in itertools.count():
-      self._tokens.set_epoch(epoch)  # Reseeds the shuffle.
-      count = 0
-      for count, tokens in enumerate(chunks(
-          (row['input_ids'] for row in self._tokens), self.seq_len - 2), 1):
-        yield self._frame(tokens)
-      if not count:
+  def _stream(self, s: dict) -> Iterator[np.ndarray]:
+    room, sep = self.seq_len - 2, self.tokenizer.sep_token_id
+    pending, block, offset, started = list(s['pending']), s['block'], s['offset'], s['started']
+    for epoch in itertools.count(s['epoch']):
+      self._documents.set_epoch(epoch)  # Reorders the shards.
+      at = s['documents'] if epoch == s['epoch'] else None
+      self._documents.load_state_dict(at)
+      texts = (row[self._column] for row in self._documents)
+      window = s['window'] if epoch == s['epoch'] else 0
+      while batch := list(itertools.islice(texts, _WINDOW)):
+        after = self._documents.state_dict()
+        order = np.random.default_rng([*self._seed, epoch, window]).permutation(len(batch))
+        for k in range(offset, len(batch)):
+          ids = self.tokenizer.backend_tokenizer.encode(
+              batch[order[k]] or '', add_special_tokens=False).ids
+          self.documents_tokenized += 1
+          # [SEP] between documents, not before an epoch's first.
+          pending.extend([sep, *ids] if ids and started else ids)
+          started = started or bool(ids)
+          while len(pending) >= room:
+            self._remember(block, dict(block=block + 1, epoch=epoch, window=window,
+                                       documents=at, offset=k + 1, started=True,
+                                       pending=np.asarray(pending[room:], np.int32)))
+            yield self._frame(pending[:room])
+            pending, block = pending[room:], block + 1
+        at, offset, window = after, 0, window + 1
+      if not started:
         raise DataError(f'{self._name} ({self.split} split) has no text (empty '
                         'documents are skipped).')
+      if pending:  # An epoch's last block is padded, not carried over.
+        self._remember(block, dict(self._EPOCH_START, block=block + 1, epoch=epoch + 1))
+        yield self._frame(pending)
+        block += 1
+      pending, offset, started = [], 0, False
+
+  def _remember(self, block: int, after: dict) -> None:
+    """Keeps the state after `block` (the state at block + 1) a while."""
+    self._states[block + 1] = after
+    self._states.pop(block + 1 - _REMEMBERED_BLOCKS, None)
+
+  def state(self, block: int) -> dict:
+    """The JSON state that continues at `block` (one of the recent ones)."""
+    s = self._start if block == self._start['block'] else self._states[block]
+    return dict(s, pending=[int(t) for t in s['pending']])
 
   def block(self, index: int) -> np.ndarray:
     if index < self._next:
-      self._blocks, self._next = self._stream(), 0
+      raise ValueError(f'stream block {index} was already read (next: {self._next}); '
+                       'a stream only reads forward.')
     for _ in range(index - self._next):
       next(self._blocks)
     self._next = index + 1
@@ -232,13 +265,6 @@ def tokenize(documents: datasets.Dataset, column: str, tokenizer, data) -> datas
       desc='Tokenizing')
 
 
-def tokenize_stream(documents: datasets.IterableDataset, column: str,
-                    tokenizer) -> datasets.IterableDataset:
-  """The documents' ids as `tokenize`'s, computed as they are read."""
-  return documents.map(_tokenize, batched=True, remove_columns=[column],
-                       fn_kwargs=dict(tokenizer=tokenizer, column=column))
-
-
 # ------------------------------------------------------------------ sources
 def process_zero_first(name: str, build):
   """`build()` in process 0, then, after a barrier, in the others: with
@@ -254,8 +280,11 @@ def process_zero_first(name: str, build):
   return out
 
 
-def make_source(config, tokenizer, split: str = 'train'):
-  """The source of `split`'s blocks: `block(p)` is global sample p."""
+def make_source(config, tokenizer, split: str = 'train', stream_state: dict | None = None,
+                process: tuple[int, int] | None = None):
+  """The source of `split`'s blocks: `block(p)` is global sample p (with
+  `data.streaming`, block p of the stream of `process` (index, count; JAX's
+  by default), continuing from `stream_state`)."""
   d = config.data
   spec = d.validation_source if split == 'validation' and d.validation_source else d.source
   corpus = readers.parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
@@ -264,7 +293,8 @@ def make_source(config, tokenizer, split: str = 'train'):
   name = readers.describe(corpus)
   if d.streaming:
     documents, column = readers.load_documents(corpus, d)
-    return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name)
+    return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name,
+                        stream_state, process)
 
   def read_and_tokenize():
     documents, column = readers.load_documents(corpus, d)
