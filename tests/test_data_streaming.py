@@ -30,7 +30,7 @@ def tok():
 def saved(tmp_path_factory):
   """A `save_to_disk` folder of 1500 documents (more than one shuffle window)."""
   path = tmp_path_factory.mktemp('saved') / 'corpus'
-  datasets.Dataset.from_dict({"text": docs(1500)}).save_to_disk(str(path))
+  datasets.Dataset.from_dict({'text': docs(1500)}).save_to_disk(str(path))
   return str(path)
 
 

@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import pyarrow as pa
 
+from sctd_jax.data import mixture
 from sctd_jax.data import readers
 from sctd_jax.data import synthetic
 # Re-exported: callers name them as sources.*.
@@ -284,10 +285,27 @@ def make_source(config, tokenizer, split: str = 'train', stream_state: dict | No
                 process: tuple[int, int] | None = None):
   """The source of `split`'s blocks: `block(p)` is global sample p (with
   `data.streaming`, block p of the stream of `process` (index, count; JAX's
-  by default), continuing from `stream_state`)."""
+  by default), continuing from `stream_state`). With `data.sources`, the
+  mixture of its corpora (each with its own held-out validation split
+  unless `data.validation_source` names one)."""
   d = config.data
-  spec = d.validation_source if split == 'validation' and d.validation_source else d.source
-  corpus = readers.parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
+  if split == 'validation' and d.validation_source:
+    return _corpus_source(d.validation_source, 'data.validation_source', config, tokenizer,
+                          split, stream_state, process)
+  if d.sources:
+    specs, weights = mixture.parse_mixture(d.sources)
+    return mixture.MixedSource(
+        [_corpus_source(s, 'data.sources', config, tokenizer, split) for s in specs],
+        weights, config.seed, SPLITS[split])
+  return _corpus_source(d.source, 'data.source', config, tokenizer, split, stream_state,
+                        process)
+
+
+def _corpus_source(spec: str, key: str, config, tokenizer, split: str,
+                   stream_state: dict | None = None, process: tuple[int, int] | None = None):
+  """The blocks of the corpus `spec` (named by config `key`)."""
+  d = config.data
+  corpus = readers.parse_source(spec, key)
   if corpus.kind == 'synthetic':
     return SyntheticSource(tokenizer, d.seq_len, config.seed, split)
   name = readers.describe(corpus)
@@ -318,8 +336,21 @@ def held_out(docs: range, fraction: float, split: str) -> range:
 
 def texts(data, seed: int) -> Iterator[str]:
   """The training documents of `data.source` as text, in corpus order (the
-  validation documents held out), for fitting a tokenizer."""
-  corpus = readers.parse_source(data.source)
+  validation documents held out), for fitting a tokenizer; with
+  `data.sources`, each corpus's first documents in turn, as many of each as
+  its weight's share of `data.tokenizer_docs`."""
+  if not data.sources:
+    return _corpus_texts(data.source, data, seed)
+  specs, weights = mixture.parse_mixture(data.sources)
+  if data.tokenizer_docs == -1:
+    return itertools.chain.from_iterable(_corpus_texts(s, data, seed) for s in specs)
+  counts = mixture.shares(weights, data.tokenizer_docs)
+  return itertools.chain.from_iterable(
+      itertools.islice(_corpus_texts(s, data, seed), int(n)) for s, n in zip(specs, counts))
+
+
+def _corpus_texts(spec: str, data, seed: int) -> Iterator[str]:
+  corpus = readers.parse_source(spec)
   if corpus.kind == 'synthetic':
     return (' '.join(s.text for s in synthetic.document(seed, i)) for i in itertools.count())
   documents, column = readers.load_documents(corpus, data)

@@ -81,15 +81,16 @@ def fit_tokenizer(texts, vocab_size: int) -> transformers.PreTrainedTokenizerBas
 
 def fit_on_corpus(data, seed: int) -> transformers.PreTrainedTokenizerBase:
   """Fitted on the first `data.tokenizer_docs` (-1: all) training documents
-  of `data.source`."""
+  of `data.source` (or `data.sources`)."""
   texts = sources.texts(data, seed)
-  if data.tokenizer_docs == -1 and data.source == 'synthetic':
+  if data.tokenizer_docs == -1 and 'synthetic' in (data.sources or data.source):
     raise config_lib.ConfigError('config key data.tokenizer_docs=-1 (all) cannot be '
                                  'used with the endless synthetic corpus.')
   if data.tokenizer_docs != -1:
     texts = itertools.islice(texts, data.tokenizer_docs)
   tokenizer = fit_tokenizer(texts, data.vocab_size)
-  logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer), data.source)
+  logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer),
+               data.sources or data.source)
   return tokenizer
 
 
