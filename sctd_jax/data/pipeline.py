@@ -5,7 +5,10 @@ The corpora and their packing live in `sources`, the tokenizer in
 with an RNG keyed by (seed, split, p), all in NumPy (DESIGN.md section 6). So
 the global batch at a position is the same whatever the number of processes,
 each process builds only its own rows, and the position is the iterator's
-whole state: resuming there continues with exactly the next batch.
+whole state: resuming there continues with exactly the next batch (mixtures,
+`data.sources`, too). Streams (`data.streaming`) are the exception: each
+process reads its own shard, and the checkpoint also keeps their states
+(`Batches.checkpoint`).
 """
 
 import itertools
