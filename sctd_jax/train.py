@@ -165,8 +165,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         break
       if done < t.num_steps:
         waited = time.perf_counter()  # The host's wait for data; the step runs on.
-        batch = to_global(next(train_batches))
+        local_batch = next(train_batches)
         data_wait += time.perf_counter() - waited
+        batch = to_global(local_batch)
   finally:
     checkpointer.wait()
     checkpointer.close()

@@ -75,9 +75,12 @@ class SyntheticSource:
   def block(self, index: int) -> np.ndarray:
     room = self.seq_len - 2
     tokens: list[int] = []
+    encode = self.tokenizer.backend_tokenizer.encode
     for doc in range(_DOCS_PER_BLOCK):
-      texts = [s.text for s in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc)]
-      for ids in self.tokenizer(texts, add_special_tokens=False)['input_ids']:
+      for sentence in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc):
+        # One by one: for a few short sentences, transformers' wrapper and
+        # the Rust batch's thread pool cost more than the tokenizing.
+        ids = encode(sentence.text, add_special_tokens=False).ids
         if len(tokens) + len(ids) > room:
           # A sentence longer than a block is cut, not left out: else the
           # block would be empty ([CLS] [SEP]) at short seq_len.
