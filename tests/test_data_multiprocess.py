@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+from sctd_jax.data import synthetic
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = """
@@ -38,7 +40,6 @@ def _free_port():
 def test_process_zero_tokenizes_and_the_other_reuses_its_cache(tmp_path):
   corpus, cache = tmp_path / 'corpus', tmp_path / 'cache'
   corpus.mkdir()
-  from sctd_jax.data import synthetic  # pylint: disable=import-outside-toplevel
   with open(corpus / 'a.jsonl', 'w') as f:
     for i in range(300):
       f.write(json.dumps({'text': ' '.join(s.text for s in synthetic.document(2, i))}) + '\n')
