@@ -35,6 +35,8 @@ from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax.data import pipeline
+from sctd_jax.data import readers
+from sctd_jax.data import sources
 from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax import hlo_profile
 from sctd_jax import models
@@ -263,6 +265,29 @@ def predict(config, mfu: float = 0.5) -> str:
   return '\n'.join(lines)
 
 
+def time_data(config) -> dict:
+  """The input pipeline alone, one process: tokens/s of batches from the
+  corpus (tokenized and cached before the clock starts) and, for an hf: or
+  files: corpus, the rate of tokenizing it into a fresh cache."""
+  with tempfile.TemporaryDirectory() as scratch:
+    tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, scratch)
+    out = {}
+    d = config.data
+    if not d.sources and d.source != 'synthetic' and not d.streaming:
+      fresh = config.copy_and_resolve_references()
+      fresh.data.cache_dir = os.path.join(scratch, 'cache')
+      documents, column = readers.load_documents(readers.parse_source(d.source), fresh.data)
+      megabytes = sum(len(t.encode()) for t in documents[column] if t) / 1e6
+      start = time.perf_counter()
+      sources.tokenize(documents, column, tokenizer, fresh.data)
+      rate = megabytes / (time.perf_counter() - start)
+      cores = len(os.sched_getaffinity(0))
+      out.update(corpus_mb=megabytes, tokenize_mb_per_s=rate, cores=cores,
+                 tokenize_mb_per_s_per_core=rate / cores)
+    out['pipeline_tokens_per_s'] = pipeline.measure_throughput(config, tokenizer, num_batches=20)
+  return out
+
+
 def machine() -> str:
   return (f'{platform.machine()}, {os.cpu_count()} CPU cores, '
           f'jax {jax.__version__} on {jax.devices()[0].platform}')
@@ -316,12 +341,10 @@ def main(argv):
   if config.model.vocab_size == -1:
     config.model.vocab_size = 30522  # BERT's uncased vocabulary.
   if args.data:
-    with tempfile.TemporaryDirectory() as scratch:
-      tokenizer = tokenizer_lib.load_or_fit_tokenizer(config, scratch)
-      rate = pipeline.measure_throughput(config, tokenizer, num_batches=20)
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
-                  source=config.data.source, seq_len=config.data.seq_len,
-                  batch_size=config.train.batch_size, pipeline_tokens_per_s=rate)
+                  source=config.data.sources or config.data.source,
+                  seq_len=config.data.seq_len, batch_size=config.train.batch_size,
+                  **time_data(config))
     print(json.dumps(result, indent=2))
   elif args.predict:
     print(predict(config))

@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
       # 'synthetic' (built in), 'hf:NAME[:CONFIG][@SPLIT]' (datasets.load_dataset
       # or a save_to_disk folder) or 'files:GLOB' (.txt, .jsonl, .parquet).
       source='synthetic',
+      # Several corpora mixed by weight, 'SPEC=WEIGHT;SPEC=WEIGHT...' (each SPEC
+      # as source, e.g. 'files:wiki/*.jsonl=3;files:books/*.txt=1'); '': source.
+      sources='',
       text_column='text',  # The documents' field in hf:, .jsonl and .parquet.
       streaming=False,  # Read hf:/files: as a stream, not tokenized and cached once.
       # Same forms as source; '' holds out the last validation_fraction of
@@ -256,6 +259,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
            'out documents)')
     check(d.validation_fraction > 0, 'data.validation_fraction',
            d.validation_fraction, "must be > 0 when data.validation_source is ''")
+  if d.sources:
+    check(not d.streaming, 'data.sources', d.sources,
+          'cannot be combined with data.streaming (mix cached corpora)')
+    check(d.validation_source or d.validation_fraction > 0, 'data.validation_fraction',
+          d.validation_fraction, "must be > 0 when data.validation_source is ''")
   check(d.text_column != '', 'data.text_column', d.text_column, 'must name a field')
   check(d.tokenizer != '', 'data.tokenizer', d.tokenizer,
          "use 'train' or an HF tokenizer folder or name")

@@ -71,7 +71,7 @@ def shared_tokenizer(config, workdir: str):
 def setup(config, workdir: str, mesh):
   """Tokenizer, model, and the train state laid out on `mesh`: fresh, or
   restored from the newest readable checkpoint. Returns (tokenizer, model,
-  state, state shardings, data position, checkpointer); process 0 writes
+  state, state shardings, data state, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
   if (warning := config_lib.clip_warmup(config)):
@@ -91,17 +91,16 @@ def setup(config, workdir: str, mesh):
   if jax.process_index() == 0:  # A save the last run did not finish.
     faults.remove_partial_saves(checkpointer.directory)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
-  position = 0
+  data_state = {'position': 0}
   if restored is not None:
     state, data_state = restored
-    position = data_state['position']
   elif config.init_from:
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
     (paths.resolve(workdir) / 'config.json').write_text(
         config.to_json(indent=2, sort_keys=True))
-  return tokenizer, model, state, state_sharding, position, checkpointer
+  return tokenizer, model, state, state_sharding, data_state, checkpointer
 
 
 def evaluate(eval_step, state, batches, method: str) -> dict:
@@ -126,8 +125,9 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   cli.use_compilation_cache()
   sharding.log_platform(config)
   mesh = sharding.make_mesh(config.mesh)
-  tokenizer, model, state, state_sharding, position, checkpointer = setup(
+  tokenizer, model, state, state_sharding, data_state, checkpointer = setup(
       config, workdir, mesh)
+  position = data_state['position']
   guard.state_size = faults.state_bytes(state)
   if jax.process_index() == 0:
     faults.warn_if_low_disk(checkpointer.directory, guard.state_size,
@@ -147,7 +147,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
   drift = drift_lib.make_drift(config, model, tokenizer)
-  train_batches = pipeline.batches(config, tokenizer, 'train', position)
+  train_batches = pipeline.batches(config, tokenizer, 'train', data_state)
 
   batch = to_global(next(train_batches))
   started = time.perf_counter()
@@ -169,7 +169,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   tokens_per_step = t.batch_size * config.data.seq_len
   skips = faults.SkipCounter(t.max_skipped)
   watchdog = faults.Watchdog(t.step_timeout_s, checkpointer.directory)
-  pending, last_time, row = [], time.perf_counter(), {}
+  pending, last_time, row, data_wait = [], time.perf_counter(), {}, 0.0
   try:
     watchdog.start()
     for done in range(first_step + 1, t.num_steps + 1):
@@ -188,6 +188,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
         row = metrics_log.summarize(done, pending, seconds, tokens_per_step)
         row.update(cost_model.utilization(cost_model.interval_flops(
             config, len(pending), row['sctd_step']), seconds, peak))
+        row['data_wait_s'] = data_wait / len(pending)  # Per step, as step_time_s.
         if evaluating:
           row.update(evaluate(eval_step, state, eval_batches, config.method))
           if drift:
@@ -196,9 +197,9 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
         skips.update(done, [m['skipped'] for m in pending])
         if tracker:
           metrics_log.wandb_log(tracker, row)
-        pending, last_time = [], time.perf_counter()
+        pending, last_time, data_wait = [], time.perf_counter(), 0.0
       if saving:
-        checkpointer.save(done, state, {'position': position}, shape)
+        checkpointer.save(done, state, train_batches.checkpoint(position), shape)
       if stopping:
         checkpointer.wait()
         logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
@@ -206,7 +207,10 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
                         checkpointer.directory, done)
         break
       if done < t.num_steps:
-        batch = to_global(next(train_batches))
+        waited = time.perf_counter()  # The host's wait for data; the step runs on.
+        local_batch = next(train_batches)
+        data_wait += time.perf_counter() - waited
+        batch = to_global(local_batch)
   finally:
     watchdog.stop()
     checkpointer.wait()

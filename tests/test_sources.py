@@ -146,8 +146,8 @@ def test_streaming_packs_like_the_cached_path_and_resumes(corpus, tok, tmp_path)
   flat = lambda blocks: sorted(t for b in blocks for t in b)
   assert flat(first[:len(chunks)]) == flat(chunks)
   assert first[:len(chunks)] != first[len(chunks):2 * len(chunks)]
-  assert unframe(tok, source.block(len(chunks) + 3)) == first[len(chunks) + 3]
-  assert unframe(tok, source.block(2)) == first[2]   # replays from the start
+  with pytest.raises(ValueError, match='only reads forward'):
+    source.block(2)
   run = pipeline.batches(config, tok)
   run = [next(run) for _ in range(3)]
   resumed = next(pipeline.batches(config, tok, position=2 * config.train.batch_size))
@@ -216,8 +216,8 @@ def test_tokenizer_cli_and_config_fit_the_same_vocabulary(corpus, tmp_path):
       f'files:{root}/*.jsonl', tmp_path, **{'data.vocab_size': 250, 'data.tokenizer_docs': -1,
                                             'data.validation_fraction': 0.001}),
       str(tmp_path / 'run1'))
-  # The same vocabulary but for ties, which the trainer breaks at random.
-  assert len(cli) == 250 and len(set(cli.get_vocab()) & set(fitted.get_vocab())) > 240
+  # The same vocabulary, ties included (the fit does not depend on the process).
+  assert len(cli) == 250 and cli.get_vocab() == fitted.get_vocab()
   ids = cli(text[31], add_special_tokens=False)['input_ids']
   assert cli.unk_token_id not in ids
   # data.tokenizer=DIR loads it into the run's workdir.

@@ -5,22 +5,28 @@ The corpora and their packing live in `sources`, the tokenizer in
 with an RNG keyed by (seed, split, p), all in NumPy (docs/design.md section 6). So
 the global batch at a position is the same whatever the number of processes,
 each process builds only its own rows, and the position is the iterator's
-whole state: resuming there continues with exactly the next batch.
+whole state: resuming there continues with exactly the next batch (mixtures,
+`data.sources`, too). Streams (`data.streaming`) are the exception: each
+process reads its own shard, and the checkpoint also keeps their states
+(`Batches.checkpoint`).
 """
 
 import itertools
+import json
 import queue
 import threading
 import time
 from typing import Iterator
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tokenizers
 
 from sctd_jax import config as config_lib
 from sctd_jax.data.sources import make_source
 from sctd_jax.data.sources import SPLITS
+from sctd_jax.data.sources import StreamSource
 
 
 def continues_word(tokenizer) -> np.ndarray:
@@ -101,50 +107,104 @@ def unigram_entropy(source, num_blocks: int = 200) -> float:
   return float(-(p * np.log(p)).sum())
 
 
-def make_batch(source, masker: Masker, samples: range, seed: int) -> dict:
-  """The rows of global samples `samples`."""
-  ids = np.stack([source.block(p) for p in samples])
+def make_batch(source, masker: Masker, samples: range, seed: int,
+               blocks: range | None = None) -> dict:
+  """The rows of global samples `samples`: blocks `blocks` (default: the
+  same numbers) of the source, masked by the samples' numbers."""
+  ids = np.stack([source.block(b) for b in (samples if blocks is None else blocks)])
   batch = masker(ids, [np.random.default_rng([seed, SPLITS[source.split], p]) for p in samples])
   batch['attention_mask'] = (ids != source.tokenizer.pad_token_id).astype(np.int32)
   batch['token_type_ids'] = np.zeros_like(ids)
   return batch
 
 
-def _local_batches(config, tokenizer, split: str, position: int,
-                   process_index: int | None, process_count: int | None) -> Iterator[dict]:
-  """This process's rows of the global batches from `position` on."""
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  size = config.train.batch_size
-  if size % count:
-    raise config_lib.ConfigError(f'config key train.batch_size={size} must divide '
-                                 f'evenly among {count} processes.')
-  local = size // count
-  source = make_source(config, tokenizer, split)
-  masker = Masker(tokenizer, config.data.mlm_probability, config.data.max_predictions,
-                  config.data.whole_word_masking)
-  for start in itertools.count(position + index * local, size):
-    yield make_batch(source, masker, range(start, start + local), config.seed)
+class Batches:
+  """This process's rows of the global batches from a position on: an
+  iterator, and `checkpoint(position)`, the JSON the checkpoint keeps.
+
+  Global sample p is block p of the source, so the position is the whole
+  state. A stream (`data.streaming`) is read per process instead: process
+  i's rows are the next blocks of its own shard, and the checkpoint also
+  keeps each process's stream state, so a resume needs the same process
+  count (and the batches depend on it)."""
+
+  def __init__(self, config, tokenizer, split: str, resume: dict,
+               process_index: int | None, process_count: int | None):
+    self.index = jax.process_index() if process_index is None else process_index
+    self.count = jax.process_count() if process_count is None else process_count
+    self.size = config.train.batch_size
+    if self.size % self.count:
+      raise config_lib.ConfigError(f'config key train.batch_size={self.size} must divide '
+                                   f'evenly among {self.count} processes.')
+    self.local = self.size // self.count
+    streams = resume.get('streams')
+    if streams is not None and len(streams) != self.count:
+      raise config_lib.ConfigError(
+          f'The checkpoint continues {len(streams)} streams (data.streaming) and this '
+          f'run has {self.count} processes: resume with {len(streams)} processes.')
+    self.source = make_source(config, tokenizer, split, streams and streams[self.index],
+                              (self.index, self.count))
+    self.masker = Masker(tokenizer, config.data.mlm_probability, config.data.max_predictions,
+                         config.data.whole_word_masking)
+    self.seed, self.position = config.seed, resume.get('position', 0)
+    self._rows = self._generate()
+
+  def _local_block(self, position: int) -> int:
+    return position // self.size * self.local
+
+  def _generate(self) -> Iterator[dict]:
+    streaming = isinstance(self.source, StreamSource)
+    for start in itertools.count(self.position, self.size):
+      samples = range(start + self.index * self.local, start + (self.index + 1) * self.local)
+      first = self._local_block(start)
+      blocks = range(first, first + self.local) if streaming else None
+      yield make_batch(self.source, self.masker, samples, self.seed, blocks)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return next(self._rows)
+
+  def checkpoint(self, position: int) -> dict:
+    """{'position': position}, and with a stream every process's state there
+    (a collective: every process calls it)."""
+    if not isinstance(self.source, StreamSource):
+      return {'position': position}
+    state = self.source.state(self._local_block(position))
+    return {'position': position, 'streams': gather_json(state, self.count)}
 
 
-def batches(config, tokenizer, split: str = 'train', position: int = 0,
-            process_index: int | None = None, process_count: int | None = None
-            ) -> Iterator[dict]:
-  """Batches of `split` from global sample `position` on: this process's rows
-  (train.batch_size / process_count of them, the process_index-th slice of
-  each global batch; both default to JAX's), built ahead in a thread so the
-  accelerator does not wait on the host. The source is opened (and a corpus
-  tokenized, once) before this returns, so its errors surface here."""
-  local = _local_batches(config, tokenizer, split, position, process_index, process_count)
+def gather_json(value, count: int) -> list:
+  """`value` of every process, in process order (JSON through an all-gather)."""
+  if count == 1:
+    return [value]
+  raw = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  length = int(np.max(multihost_utils.process_allgather(np.array([raw.size]))))
+  rows = np.asarray(multihost_utils.process_allgather(np.pad(raw, (0, length - raw.size))))
+  return [json.loads(bytes(row).rstrip(b'\0')) for row in rows.reshape(count, -1)]
+
+
+def batches(config, tokenizer, split: str = 'train', position: int | dict = 0,
+            process_index: int | None = None, process_count: int | None = None):
+  """Batches of `split` from global sample `position` (or a checkpoint's
+  data state) on: this process's rows (train.batch_size / process_count of
+  them, the process_index-th slice of each global batch; both default to
+  JAX's), built ahead in a thread so the accelerator does not wait on the
+  host. The source is opened (and a corpus tokenized, once) before this
+  returns, so its errors surface here. `checkpoint(position)` of the result
+  is the data state to save."""
+  resume = position if isinstance(position, dict) else {'position': position}
+  local = Batches(config, tokenizer, split, resume, process_index, process_count)
   first = next(local)
-  return prefetch(itertools.chain([first], local), config.data.prefetch)
+  return Prefetched(itertools.chain([first], local), config.data.prefetch, local.checkpoint)
 
 
 def measure_throughput(config, tokenizer, num_batches: int = 20, split: str = 'train') -> float:
   """Tokens (batch_size x seq_len slots) per second the pipeline produces on
   one process, without a model and without the prefetch thread; the corpus
   is opened (and tokenized, if not cached) before the clock starts."""
-  local = _local_batches(config, tokenizer, split, 0, 0, 1)
+  local = Batches(config, tokenizer, split, {}, 0, 1)
   next(local)
   started = time.perf_counter()
   for _ in range(num_batches):
@@ -153,21 +213,33 @@ def measure_throughput(config, tokenizer, num_batches: int = 20, split: str = 't
   return num_batches * config.train.batch_size * config.data.seq_len / elapsed
 
 
-def prefetch(iterator: Iterator, size: int) -> Iterator:
-  """Runs `iterator` in a daemon thread, `size` items ahead; re-raises its errors."""
-  q: queue.Queue = queue.Queue(maxsize=size)
-  done = object()
+class Prefetched:
+  """Runs `iterator` in a daemon thread, `size` items ahead; re-raises its
+  errors. `checkpoint` is the producer's, passed through."""
 
-  def work():
+  def __init__(self, iterator: Iterator, size: int, checkpoint=None):
+    self.checkpoint = checkpoint
+    self._queue: queue.Queue = queue.Queue(maxsize=size)
+    self._done = object()
+    threading.Thread(target=self._work, args=(iterator,), daemon=True).start()
+
+  def _work(self, iterator):
     try:
       for item in iterator:
-        q.put(item)
-      q.put(done)
+        self._queue.put(item)
+      self._queue.put(self._done)
     except BaseException as e:  # Surfaced in the consumer's thread.
-      q.put(e)
+      self._queue.put(e)
 
-  threading.Thread(target=work, daemon=True).start()
-  while (item := q.get()) is not done:
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._queue.get()
+    if item is self._done:
+      self._queue.put(item)
+      raise StopIteration
     if isinstance(item, BaseException):
       raise item
-    yield item
+    return item
+

@@ -1,15 +1,7 @@
-"""Pretraining corpora: where documents come from and how they become blocks.
+"""Pretraining corpora as blocks: `make_source(config, tokenizer, split)`.
 
-`data.source` (and `data.validation_source`) name a corpus:
-- 'synthetic': the built-in grammar corpus (`sctd_jax.data.synthetic`), generated
-  on demand;
-- 'hf:NAME[:CONFIG][@SPLIT]': `datasets.load_dataset(NAME, CONFIG,
-  split=SPLIT)` (SPLIT defaults to 'train'), or a folder written by
-  `save_to_disk` (of a Dataset, or of a DatasetDict and its SPLIT); the
-  documents are its `data.text_column`;
-- 'files:GLOB': local files in sorted order: .txt (a blank line separates
-  documents), .jsonl (one object per line, text in `data.text_column`) and
-  .parquet (column `data.text_column`).
+`data.source` names a corpus (see `readers`: 'synthetic', 'hf:...' or
+'files:GLOB'); this module tokenizes and packs it.
 
 Packing follows RoBERTa's FULL-SENTENCES, as the paper does (no NSP): each
 document is tokenized once (an Arrow cache keyed by the corpus and the
@@ -21,61 +13,38 @@ fixed by (seed, split, epoch): global sample `p` is `source.block(p)`,
 whichever process reads it, whenever.
 """
 
-import glob
-import hashlib
 import itertools
-import json
 import os
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from absl import logging
 import datasets
+from datasets.distributed import split_dataset_by_node
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from sctd_jax import config as config_lib
+from sctd_jax.data import mixture
+from sctd_jax.data import readers
 from sctd_jax.data import synthetic
+# Re-exported: callers name them as sources.*.
+from sctd_jax.data.readers import DataError  # pylint: disable=unused-import
+from sctd_jax.data.readers import FILE_TYPES  # pylint: disable=unused-import
+from sctd_jax.data.readers import load_documents  # pylint: disable=unused-import
+from sctd_jax.data.readers import match_files  # pylint: disable=unused-import
+from sctd_jax.data.readers import parse_source  # pylint: disable=unused-import
+from sctd_jax.data.readers import read_files  # pylint: disable=unused-import
 
 SPLITS = {'train': 0, 'validation': 1}
-FILE_TYPES = ('.txt', '.jsonl', '.parquet')
 # Documents per packed block of the synthetic corpus come from a disjoint
 # index range per block.
 _DOCS_PER_BLOCK = 1 << 12
-# Documents a stream holds to shuffle its order each epoch.
-_SHUFFLE_BUFFER = 10_000
-# Bumped when the meaning of a cache changes, so old caches are not reused.
-_CACHE_VERSION = 1
+# Documents a stream shuffles together; a resume re-reads at most one window.
+_WINDOW = 1000
+# Stream states kept for the checkpoint: more blocks than prefetch reads ahead.
+_REMEMBERED_BLOCKS = 1 << 14
 _TOKEN_FEATURES = datasets.Features({'input_ids': datasets.List(datasets.Value('int32'))})
-_TEXT_FEATURES = datasets.Features({'text': datasets.Value('string')})
-
-
-class DataError(config_lib.ConfigError):
-  """A corpus that cannot be read or packed; the message names the file or key."""
-
-
-class Corpus(NamedTuple):
-  """A parsed `data.source`: kind 'synthetic', 'hf' or 'files'."""
-  kind: str
-  name: str = ''        # Dataset name or folder (hf), glob (files).
-  config: str = ''      # Dataset config (hf).
-  split: str = 'train'  # Dataset split (hf).
-
-
-def parse_source(spec: str, key: str = 'data.source') -> Corpus:
-  """'synthetic' | 'hf:NAME[:CONFIG][@SPLIT]' | 'files:GLOB' -> Corpus."""
-  kind, _, rest = spec.partition(':')
-  if spec == 'synthetic':
-    return Corpus('synthetic')
-  if kind == 'files' and rest:
-    return Corpus('files', rest)
-  if kind == 'hf':
-    name_config, _, split = rest.partition('@')
-    name, _, config = name_config.partition(':')
-    if name:
-      return Corpus('hf', name, config, split or 'train')
-  raise DataError(f"config key {key}={spec!r} is invalid: use 'synthetic', "
-                  "'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'.")
 
 
 def framer(tokenizer, seq_len: int):
@@ -106,9 +75,12 @@ class SyntheticSource:
   def block(self, index: int) -> np.ndarray:
     room = self.seq_len - 2
     tokens: list[int] = []
+    encode = self.tokenizer.backend_tokenizer.encode
     for doc in range(_DOCS_PER_BLOCK):
-      texts = [s.text for s in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc)]
-      for ids in self.tokenizer(texts, add_special_tokens=False)['input_ids']:
+      for sentence in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc):
+        # One by one: for a few short sentences, transformers' wrapper and
+        # the Rust batch's thread pool cost more than the tokenizing.
+        ids = encode(sentence.text, add_special_tokens=False).ids
         if len(tokens) + len(ids) > room:
           # A sentence longer than a block is cut, not left out: else the
           # block would be empty ([CLS] [SEP]) at short seq_len.
@@ -180,226 +152,91 @@ class PackedSource:
     return self._frame(self.tokens[start:stop])
 
 
-def chunks(token_lists: Iterator[list[int]], length: int) -> Iterator[np.ndarray]:
-  """The lists end to end without the first token, cut into `length`-token
-  chunks; the last may be shorter. The streaming twin of `PackedSource`."""
-  pending, size, first = [], 0, True
-  for ids in token_lists:
-    if not ids:
-      continue
-    if first:
-      ids, first = ids[1:], False
-    pending.append(np.asarray(ids, np.int32))
-    size += len(ids)
-    if size >= length:
-      flat = np.concatenate(pending)
-      cut = size - size % length
-      yield from flat[:cut].reshape(-1, length)
-      pending, size = [flat[cut:]], size - cut
-  if size:
-    yield np.concatenate(pending)
-
-
 class StreamSource:
-  """Blocks packed in reading order from a corpus read as a stream
-  (`data.streaming`): nothing is cached, so the corpus need not fit on disk,
-  but access is forward only. Asking for an earlier block replays the stream
-  from its start, so a resumed run re-reads (and re-tokenizes) the corpus up
-  to its position, and every process reads all of it to keep its own rows.
-  Each epoch reads the documents in a new order, from a shuffle buffer
-  seeded by (seed, epoch)."""
+  """Blocks packed in reading order from this process's shard of a corpus
+  read as a stream (`data.streaming`): nothing is cached, so the corpus need
+  not fit on disk. `block(j)` is block j of this process's stream, read
+  forward.
+
+  Each process reads only its shard (`split_dataset_by_node`: whole files or
+  Hub shards when their count divides evenly among the processes, else every
+  process skips the others' documents). The documents are shuffled in
+  windows of `_WINDOW` by (seed, split, epoch, window), and the shard order
+  changes each epoch. `state(j)` (recent j only) is everything needed to
+  continue at block j: the HF iterator's state at the start of the window,
+  how far into the window, and the tokens not yet in a block. So a resume
+  re-reads at most one window (no tokenizing before the resume point), and
+  the blocks after it are exactly those of an uninterrupted run."""
+
+  _EPOCH_START = dict(block=0, epoch=0, window=0, documents=None, offset=0, started=False,
+                      pending=[])
 
   def __init__(self, documents: datasets.IterableDataset, column: str, tokenizer,
-               seq_len: int, seed: int, split: str, name: str):
+               seq_len: int, seed: int, split: str, name: str, state: dict | None = None,
+               process: tuple[int, int] | None = None):
     self.tokenizer, self.seq_len, self.split, self._name = tokenizer, seq_len, split, name
     self._frame = framer(tokenizer, seq_len)
-    self._tokens = tokenize_stream(
-        documents.shuffle(seed=seed, buffer_size=_SHUFFLE_BUFFER), column, tokenizer)
-    self._blocks, self._next = self._stream(), 0
+    self._column, self._seed = column, [seed, SPLITS[split]]
+    rank, world_size = process or (jax.process_index(), jax.process_count())
+    self._documents = split_dataset_by_node(documents, rank=rank, world_size=world_size)
+    self._start = state or self._EPOCH_START
+    self._states: dict[int, dict] = {}
+    self.documents_tokenized = 0
+    self._blocks, self._next = self._stream(self._start), self._start['block']
 
-  def _stream(self) -> Iterator[np.ndarray]:
-    for epoch in itertools.count():
-      self._tokens.set_epoch(epoch)  # Reseeds the shuffle.
-      count = 0
-      for count, tokens in enumerate(chunks(
-          (row['input_ids'] for row in self._tokens), self.seq_len - 2), 1):
-        yield self._frame(tokens)
-      if not count:
+  def _stream(self, s: dict) -> Iterator[np.ndarray]:
+    room, sep = self.seq_len - 2, self.tokenizer.sep_token_id
+    pending, block, offset, started = list(s['pending']), s['block'], s['offset'], s['started']
+    for epoch in itertools.count(s['epoch']):
+      self._documents.set_epoch(epoch)  # Reorders the shards.
+      at = s['documents'] if epoch == s['epoch'] else None
+      self._documents.load_state_dict(at)
+      texts = (row[self._column] for row in self._documents)
+      window = s['window'] if epoch == s['epoch'] else 0
+      while batch := list(itertools.islice(texts, _WINDOW)):
+        after = self._documents.state_dict()
+        order = np.random.default_rng([*self._seed, epoch, window]).permutation(len(batch))
+        for k in range(offset, len(batch)):
+          ids = self.tokenizer.backend_tokenizer.encode(
+              batch[order[k]] or '', add_special_tokens=False).ids
+          self.documents_tokenized += 1
+          # [SEP] between documents, not before an epoch's first.
+          pending.extend([sep, *ids] if ids and started else ids)
+          started = started or bool(ids)
+          while len(pending) >= room:
+            self._remember(block, dict(block=block + 1, epoch=epoch, window=window,
+                                       documents=at, offset=k + 1, started=True,
+                                       pending=np.asarray(pending[room:], np.int32)))
+            yield self._frame(pending[:room])
+            pending, block = pending[room:], block + 1
+        at, offset, window = after, 0, window + 1
+      if not started:
         raise DataError(f'{self._name} ({self.split} split) has no text (empty '
                         'documents are skipped).')
+      if pending:  # An epoch's last block is padded, not carried over.
+        self._remember(block, dict(self._EPOCH_START, block=block + 1, epoch=epoch + 1))
+        yield self._frame(pending)
+        block += 1
+      pending, offset, started = [], 0, False
+
+  def _remember(self, block: int, after: dict) -> None:
+    """Keeps the state after `block` (the state at block + 1) a while."""
+    self._states[block + 1] = after
+    self._states.pop(block + 1 - _REMEMBERED_BLOCKS, None)
+
+  def state(self, block: int) -> dict:
+    """The JSON state that continues at `block` (one of the recent ones)."""
+    s = self._start if block == self._start['block'] else self._states[block]
+    return dict(s, pending=[int(t) for t in s['pending']])
 
   def block(self, index: int) -> np.ndarray:
     if index < self._next:
-      self._blocks, self._next = self._stream(), 0
+      raise ValueError(f'stream block {index} was already read (next: {self._next}); '
+                       'a stream only reads forward.')
     for _ in range(index - self._next):
       next(self._blocks)
     self._next = index + 1
     return next(self._blocks)
-
-
-# ------------------------------------------------------------------ reading
-def _decode(raw: bytes) -> tuple[str, int]:
-  """UTF-8 text of `raw`, and how many undecodable byte sequences became U+FFFD."""
-  try:
-    return raw.decode('utf-8'), 0
-  except UnicodeDecodeError:
-    text = raw.decode('utf-8', errors='replace')
-    return text, text.count('\ufffd') - raw.count('\ufffd'.encode())
-
-
-def _text_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  """(document, undecodable count) of a .txt file: runs of non-blank lines."""
-  del column  # Plain text has no fields.
-  lines, bad = [], 0
-  with open(path, 'rb') as f:
-    for raw in f:
-      line, n = _decode(raw)
-      bad += n
-      if line.strip():
-        lines.append(line)
-      elif lines:
-        yield ''.join(lines), bad
-        lines, bad = [], 0
-  if lines:
-    yield ''.join(lines), bad
-
-
-def _jsonl_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  with open(path, 'rb') as f:
-    for number, raw in enumerate(f, 1):
-      line, bad = _decode(raw)
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f'{path}:{number}: not a JSON object ({e}).') from None
-      if not isinstance(record, dict) or column not in record:
-        fields = list(record) if isinstance(record, dict) else type(record).__name__
-        raise DataError(f'{path}:{number}: no field {column!r} (data.text_column); '
-                        f'it has {fields}.')
-      yield _text(record[column], f'{path}:{number}', column), bad
-
-
-def _parquet_documents(path: str, column: str) -> Iterator[tuple[str, int]]:
-  try:
-    file = pq.ParquetFile(path)
-  except pa.ArrowException as e:
-    raise DataError(f'{path}: not a readable Parquet file ({e}).') from None
-  if column not in file.schema_arrow.names:
-    raise DataError(f'{path}: no column {column!r} (data.text_column); it has '
-                    f'{file.schema_arrow.names}.')
-  for batch in file.iter_batches(columns=[column]):
-    for text in batch.column(0).to_pylist():
-      yield _text(text, path, column), 0
-
-
-def _text(value, where: str, column: str) -> str:
-  """A document's text; None (a missing value) is an empty document."""
-  if value is not None and not isinstance(value, str):
-    raise DataError(f'{where}: field {column!r} (data.text_column) holds '
-                    f'{type(value).__name__}, not text.')
-  return value or ''
-
-
-_READERS = {'.txt': _text_documents, '.jsonl': _jsonl_documents,
-            '.parquet': _parquet_documents}
-
-
-def read_files(paths: list[str], column: str) -> Iterator[dict]:
-  """{'text': document} for each document of the files, in order; a file
-  without any is one empty document (so it is counted as such). Undecodable
-  bytes become U+FFFD and are counted in a warning naming the file."""
-  for path in paths:
-    bad, text = 0, None
-    for text, n in _READERS[os.path.splitext(path)[1]](path, column):
-      bad += n
-      yield {'text': text}
-    if text is None:
-      yield {'text': ''}
-    if bad:
-      logging.warning('%s: %d undecodable byte sequence(s) (not UTF-8) replaced '
-                      'by U+FFFD.', path, bad)
-
-
-def match_files(pattern: str) -> list[str]:
-  """The files `pattern` matches, sorted; an error names what is missing or
-  not supported."""
-  paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-  if not paths:
-    raise DataError(f"config key data.source='files:{pattern}': no file matches "
-                    f'{pattern!r} (from {os.getcwd()}).')
-  for path in paths:
-    if os.path.splitext(path)[1] not in FILE_TYPES:
-      raise DataError(f"config key data.source='files:{pattern}' matches {path}, "
-                      f'which is not one of {FILE_TYPES}.')
-  return paths
-
-
-def cache_dir(data) -> str:
-  """Where the corpus and token caches of this project live."""
-  return data.cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, 'sctd_jax')
-
-
-def _digest(*parts) -> str:
-  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
-
-
-def _num_proc(data, items: int) -> int | None:
-  n = min(os.cpu_count() if data.num_proc == -1 else data.num_proc, items)
-  return n if n > 1 else None
-
-
-def load_documents(corpus: Corpus, data):
-  """(documents, text column) of `corpus`: a `datasets.Dataset` (or, with
-  `data.streaming`, an `IterableDataset`)."""
-  if corpus.kind == 'files':
-    paths = match_files(corpus.name)
-    kwargs = dict(generator=read_files, features=_TEXT_FEATURES,
-                  gen_kwargs=dict(paths=paths, column=data.text_column))
-    if data.streaming:
-      return datasets.IterableDataset.from_generator(**kwargs), 'text'
-    # Keyed by the files' names, sizes and times, as datasets keys data_files.
-    stamps = [(os.path.abspath(p), os.path.getsize(p), os.stat(p).st_mtime_ns) for p in paths]
-    fingerprint = _digest(_CACHE_VERSION, data.text_column, stamps)
-    try:
-      return datasets.Dataset.from_generator(
-          **kwargs, cache_dir=cache_dir(data), fingerprint=fingerprint,
-          num_proc=_num_proc(data, len(paths))), 'text'
-    except datasets.exceptions.DatasetGenerationError as e:
-      if isinstance(e.__cause__, DataError):
-        raise e.__cause__ from None
-      raise
-  try:
-    if _saved_to_disk(corpus.name):
-      documents = datasets.load_from_disk(corpus.name)
-      if isinstance(documents, datasets.DatasetDict):
-        if corpus.split not in documents:
-          raise ValueError(f'no split {corpus.split!r}; it has {list(documents)}')
-        documents = documents[corpus.split]
-      if data.streaming:
-        documents = documents.to_iterable_dataset()
-    else:
-      documents = datasets.load_dataset(
-          corpus.name, corpus.config or None, split=corpus.split,
-          streaming=data.streaming, cache_dir=data.cache_dir or None)
-  except Exception as e:  # Whatever the Hub or the loader says, named for the user.
-    raise DataError(f'{_describe(corpus)} could not be loaded: {e}') from e
-  if documents.column_names is not None and data.text_column not in documents.column_names:
-    raise DataError(f'{_describe(corpus)} has no column {data.text_column!r} '
-                    f'(data.text_column); it has {documents.column_names}.')
-  return documents, data.text_column
-
-
-def _saved_to_disk(path: str) -> bool:
-  return any(os.path.isfile(os.path.join(path, name)) for name in (
-      datasets.config.DATASET_STATE_JSON_FILENAME, datasets.config.DATASETDICT_JSON_FILENAME))
-
-
-def _describe(corpus: Corpus) -> str:
-  if corpus.kind == 'hf':
-    return f"hf:{corpus.name}{':' + corpus.config if corpus.config else ''}@{corpus.split}"
-  return f'{corpus.kind}:{corpus.name}' if corpus.name else corpus.kind
 
 
 # --------------------------------------------------------------- tokenizing
@@ -408,7 +245,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
   if not tokenizer.is_fast:
     raise DataError('config key data.tokenizer names a tokenizer without a fast '
                     '(Rust) implementation; the pipeline needs one.')
-  return _digest(tokenizer.backend_tokenizer.to_str(), tokenizer.sep_token_id)
+  return readers.digest(tokenizer.backend_tokenizer.to_str(), tokenizer.sep_token_id)
 
 
 def _tokenize(batch: dict, tokenizer, column: str) -> dict:
@@ -421,37 +258,71 @@ def _tokenize(batch: dict, tokenizer, column: str) -> dict:
 
 def tokenize(documents: datasets.Dataset, column: str, tokenizer, data) -> datasets.Dataset:
   """The documents' ids, computed once per (corpus, tokenizer) in
-  `data.num_proc` processes and cached as Arrow in `cache_dir(data)`."""
-  key = _digest(_CACHE_VERSION, documents._fingerprint, column,  # pylint: disable=protected-access
+  `data.num_proc` processes and cached as Arrow in `readers.cache_dir(data)`."""
+  key = readers.digest(readers.CACHE_VERSION, documents._fingerprint, column,  # pylint: disable=protected-access
                 tokenizer_fingerprint(tokenizer))
   return documents.map(
       _tokenize, batched=True, fn_kwargs=dict(tokenizer=tokenizer, column=column),
       remove_columns=documents.column_names, features=_TOKEN_FEATURES,
-      num_proc=_num_proc(data, len(documents)), new_fingerprint=key,
-      cache_file_name=os.path.join(cache_dir(data), f'tokens-{key}.arrow'),
+      num_proc=readers.num_proc(data, len(documents)), new_fingerprint=key,
+      cache_file_name=os.path.join(readers.cache_dir(data), f'tokens-{key}.arrow'),
       desc='Tokenizing')
 
 
-def tokenize_stream(documents: datasets.IterableDataset, column: str,
-                    tokenizer) -> datasets.IterableDataset:
-  """The documents' ids as `tokenize`'s, computed as they are read."""
-  return documents.map(_tokenize, batched=True, remove_columns=[column],
-                       fn_kwargs=dict(tokenizer=tokenizer, column=column))
-
-
 # ------------------------------------------------------------------ sources
-def make_source(config, tokenizer, split: str = 'train'):
-  """The source of `split`'s blocks: `block(p)` is global sample p."""
+def process_zero_first(name: str, build):
+  """`build()` in process 0, then, after a barrier, in the others: with
+  `data.cache_dir` on a filesystem all hosts share, they find process 0's
+  caches instead of redoing (and racing on) the work."""
+  if jax.process_count() == 1:
+    return build()
+  if jax.process_index() == 0:
+    out = build()
+  multihost_utils.sync_global_devices(name)
+  if jax.process_index() != 0:
+    out = build()
+  return out
+
+
+def make_source(config, tokenizer, split: str = 'train', stream_state: dict | None = None,
+                process: tuple[int, int] | None = None):
+  """The source of `split`'s blocks: `block(p)` is global sample p (with
+  `data.streaming`, block p of the stream of `process` (index, count; JAX's
+  by default), continuing from `stream_state`). With `data.sources`, the
+  mixture of its corpora (each with its own held-out validation split
+  unless `data.validation_source` names one)."""
   d = config.data
-  spec = d.validation_source if split == 'validation' and d.validation_source else d.source
-  corpus = parse_source(spec, 'data.validation_source' if spec != d.source else 'data.source')
+  if split == 'validation' and d.validation_source:
+    return _corpus_source(d.validation_source, 'data.validation_source', config, tokenizer,
+                          split, stream_state, process)
+  if d.sources:
+    specs, weights = mixture.parse_mixture(d.sources)
+    return mixture.MixedSource(
+        [_corpus_source(s, 'data.sources', config, tokenizer, split) for s in specs],
+        weights, config.seed, SPLITS[split])
+  return _corpus_source(d.source, 'data.source', config, tokenizer, split, stream_state,
+                        process)
+
+
+def _corpus_source(spec: str, key: str, config, tokenizer, split: str,
+                   stream_state: dict | None = None, process: tuple[int, int] | None = None):
+  """The blocks of the corpus `spec` (named by config `key`)."""
+  d = config.data
+  corpus = readers.parse_source(spec, key)
   if corpus.kind == 'synthetic':
     return SyntheticSource(tokenizer, d.seq_len, config.seed, split)
-  documents, column = load_documents(corpus, d)
-  name = _describe(corpus)
+  name = readers.describe(corpus)
   if d.streaming:
-    return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name)
-  tokens = TokenColumn(tokenize(documents, column, tokenizer, d).data.column('input_ids'))
+    documents, column = readers.load_documents(corpus, d)
+    return StreamSource(documents, column, tokenizer, d.seq_len, config.seed, split, name,
+                        stream_state, process)
+
+  def read_and_tokenize():
+    documents, column = readers.load_documents(corpus, d)
+    return documents, tokenize(documents, column, tokenizer, d)
+
+  documents, tokenized = process_zero_first(f'tokenized {name}', read_and_tokenize)
+  tokens = TokenColumn(tokenized.data.column('input_ids'))
   docs = range(len(documents))
   if not d.validation_source:
     docs = held_out(docs, d.validation_fraction, split)
@@ -468,11 +339,24 @@ def held_out(docs: range, fraction: float, split: str) -> range:
 
 def texts(data, seed: int) -> Iterator[str]:
   """The training documents of `data.source` as text, in corpus order (the
-  validation documents held out), for fitting a tokenizer."""
-  corpus = parse_source(data.source)
+  validation documents held out), for fitting a tokenizer; with
+  `data.sources`, each corpus's first documents in turn, as many of each as
+  its weight's share of `data.tokenizer_docs`."""
+  if not data.sources:
+    return _corpus_texts(data.source, data, seed)
+  specs, weights = mixture.parse_mixture(data.sources)
+  if data.tokenizer_docs == -1:
+    return itertools.chain.from_iterable(_corpus_texts(s, data, seed) for s in specs)
+  counts = mixture.shares(weights, data.tokenizer_docs)
+  return itertools.chain.from_iterable(
+      itertools.islice(_corpus_texts(s, data, seed), int(n)) for s, n in zip(specs, counts))
+
+
+def _corpus_texts(spec: str, data, seed: int) -> Iterator[str]:
+  corpus = readers.parse_source(spec)
   if corpus.kind == 'synthetic':
     return (' '.join(s.text for s in synthetic.document(seed, i)) for i in itertools.count())
-  documents, column = load_documents(corpus, data)
+  documents, column = readers.load_documents(corpus, data)
   if not data.streaming and not data.validation_source:
     documents = documents.select(held_out(range(len(documents)), data.validation_fraction,
                                           'train'))

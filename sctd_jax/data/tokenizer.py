@@ -12,6 +12,7 @@ and a run then takes `--config.data.tokenizer=DIR`. Special-token ids always
 come from the tokenizer, never from constants.
 """
 
+import collections
 import itertools
 import os
 
@@ -27,25 +28,69 @@ from sctd_jax.data import sources
 SPECIAL_TOKENS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
 
 
+def count_words(texts, wordpiece: tokenizers.Tokenizer) -> collections.Counter:
+  """How often each word occurs after BERT's normalizer and pre-tokenizer."""
+  normalize, split = wordpiece.normalizer.normalize_str, wordpiece.pre_tokenizer.pre_tokenize_str
+  counts = collections.Counter()
+  for text in texts:
+    counts.update(word for word, _ in split(normalize(text)))
+  return counts
+
+
+def fit_vocabulary(counts: collections.Counter, vocab_size: int) -> list[str]:
+  """WordPiece tokens of `counts`, as HF's WordPiece trainer picks them, but
+  the same in every process.
+
+  HF's trainer is BPE over characters with a '##' prefix on the ones that
+  continue a word; it numbers those '##c' in the order of a hash map, and
+  breaks ties between equally frequent pairs by number, so two processes
+  pick different merges (and orders) from one corpus. Here every continuing
+  character is renamed to its own unused code point first, so the BPE
+  trainer's alphabet (numbered in code-point order) holds all the symbols
+  and no tie depends on hashing; the names are mapped back afterwards."""
+  chars = sorted({c for word in counts for c in word})
+  continuing = sorted({c for word in counts for c in word[1:]})
+  used = set(chars)
+  pool = (chr(p) for p in itertools.chain(range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+          if chr(p) not in used)
+  rename = dict(zip(continuing, pool))
+  if len(rename) < len(continuing):
+    raise config_lib.ConfigError('data.tokenizer: the corpus uses too many distinct '
+                                 'characters to fit a WordPiece vocabulary.')
+  back = {v: k for k, v in rename.items()}
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+  bpe.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS),
+      initial_alphabet=chars, show_progress=False)
+  words = ((word[0] + ''.join(rename[c] for c in word[1:]), n) for word, n in sorted(counts.items()))
+  bpe.train_from_iterator((' '.join([w] * n) for w, n in words), trainer=trainer)
+  vocab = sorted(bpe.get_vocab().items(), key=lambda item: item[1])
+  return [('##' if t[0] in back else '') + ''.join(back.get(c, c) for c in t) for t, _ in vocab]
+
+
 def fit_tokenizer(texts, vocab_size: int) -> transformers.PreTrainedTokenizerBase:
-  """A lower-cased BERT WordPiece tokenizer fitted with HF `tokenizers`."""
+  """A lower-cased BERT WordPiece tokenizer fitted on `texts`: the same files
+  for the same texts and size, whatever the process (`fit_vocabulary`)."""
   wordpiece = tokenizers.BertWordPieceTokenizer(lowercase=True)
-  wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
-                                special_tokens=list(SPECIAL_TOKENS))
+  tokens = fit_vocabulary(count_words(texts, wordpiece._tokenizer), vocab_size)  # pylint: disable=protected-access
+  wordpiece = tokenizers.BertWordPieceTokenizer({t: i for i, t in enumerate(tokens)},
+                                                lowercase=True)
   return transformers.BertTokenizerFast(tokenizer_object=wordpiece._tokenizer)  # pylint: disable=protected-access
 
 
 def fit_on_corpus(data, seed: int) -> transformers.PreTrainedTokenizerBase:
   """Fitted on the first `data.tokenizer_docs` (-1: all) training documents
-  of `data.source`."""
+  of `data.source` (or `data.sources`)."""
   texts = sources.texts(data, seed)
-  if data.tokenizer_docs == -1 and data.source == 'synthetic':
+  if data.tokenizer_docs == -1 and 'synthetic' in (data.sources or data.source):
     raise config_lib.ConfigError('config key data.tokenizer_docs=-1 (all) cannot be '
                                  'used with the endless synthetic corpus.')
   if data.tokenizer_docs != -1:
     texts = itertools.islice(texts, data.tokenizer_docs)
   tokenizer = fit_tokenizer(texts, data.vocab_size)
-  logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer), data.source)
+  logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer),
+               data.sources or data.source)
   return tokenizer
 
 
