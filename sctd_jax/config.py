@@ -14,6 +14,7 @@ from sctd_jax import cli
 
 METHODS = ('baseline', 'token_drop', 'sctd')
 KL_NORMALIZERS = ('batch', 'masked_tokens')
+OBJECTIVES = ('paper', 'released')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
 DTYPES = ('float32', 'bfloat16', 'float16')
 POOLINGS = ('mean', 'cls')
@@ -60,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
       use_kl_global=True,
       stop_grad_teacher=False,
       kl_normalizer='batch',
+      # 'paper': Eq. 4. 'released': the authors' fairseq criterion on every
+      # step (1.0 L*_MLM + lam (KL_g + KL_l), sums / non-pad input tokens);
+      # see docs/evaluation.md.
+      objective='paper',
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -183,6 +188,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(s.lam >= 0.0, 'sctd.lam', s.lam, 'must be >= 0')
   check(s.kl_normalizer in KL_NORMALIZERS, 'sctd.kl_normalizer',
          s.kl_normalizer, f'use one of {KL_NORMALIZERS}')
+  check(s.objective in OBJECTIVES, 'sctd.objective', s.objective,
+         f'use one of {OBJECTIVES}')
 
   t = c.train
   for key in ('num_steps', 'batch_size', 'log_every', 'eval_every',
