@@ -7,6 +7,7 @@ the key's name.
 """
 
 import os
+import re
 
 import ml_collections
 
@@ -151,9 +152,9 @@ def check(ok: bool, key: str, value, want: str):
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
-  check(not c.init_from or os.path.isfile(os.path.join(c.init_from, 'config.json')),
+  check(not c.init_from or is_pretrained(c.init_from),
          'init_from', c.init_from, 'must be a Hugging Face BERT folder with a '
-         'config.json, e.g. written by python -m sctd_jax.export')
+         'config.json (e.g. written by python -m sctd_jax.export) or a Hub id')
   m = c.model
   for key in ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
               'max_position_embeddings', 'type_vocab_size'):
@@ -247,6 +248,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
            'use -1 (remaining devices) or a positive integer')
   check(c.mesh.init_timeout_s > 0, 'mesh.init_timeout_s', c.mesh.init_timeout_s,
          'must be a positive number of seconds')
+
+
+def is_hub_id(path: str) -> bool:
+  """Whether `path` has the form of a Hub id ('name' or 'org/name')."""
+  return re.fullmatch(r'[\w.-]+(/[\w.-]+)?', path) is not None and not path.startswith('.')
+
+
+def is_pretrained(path: str) -> bool:
+  """Whether `path` can hold pretrained weights: a folder with a config.json
+  (an HF folder or a training workdir) or, absent locally, a Hub id."""
+  if os.path.exists(path):
+    return os.path.isfile(os.path.join(path, 'config.json'))
+  return is_hub_id(path)
 
 
 def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:

@@ -59,6 +59,7 @@ def setup(config, workdir: str, mesh):
   state, state shardings, data position, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
+  hf_load.adopt_shape(config)
   os.makedirs(workdir, exist_ok=True)
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)

@@ -47,9 +47,9 @@ INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   check = config_lib.check
-  check(bool(c.init) and os.path.isfile(os.path.join(c.init, 'config.json')),
-        'init', c.init, 'must be a pretraining workdir or a Hugging Face BERT '
-        'folder (a directory with a config.json)')
+  check(bool(c.init) and config_lib.is_pretrained(c.init),
+        'init', c.init, 'must be a pretraining workdir, a Hugging Face BERT '
+        'folder (a directory with a config.json) or a Hub id')
   tasks.get(c.task)
   check(c.num_seeds >= 1, 'num_seeds', c.num_seeds, 'must be >= 1')
   t = c.train
