@@ -5,7 +5,4 @@ from sctd_jax import config as config_lib
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.model.update(hidden_size=1024, num_layers=24, num_heads=16,
-                 intermediate_size=4096)
-  return c
+  return config_lib.bert_large_config()

@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batches=4,
       checkpoint_every=5000,
       keep_checkpoints=3,
+      # Also keep every checkpoint of a step divisible by this, permanently
+      # (a multiple of checkpoint_every); 0 keeps only the newest.
+      keep_every=0,
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -125,6 +128,14 @@ def base_config() -> ml_collections.ConfigDict:
       data=-1, fsdp=1, tensor=1,
       init_timeout_s=300,  # jax.distributed: a stalled process fails the job.
   ))
+  return c
+
+
+def bert_large_config() -> ml_collections.ConfigDict:
+  """BERT-large (24 layers, hidden 1024, 16 heads) with the paper's recipe."""
+  c = base_config()
+  c.model.update(hidden_size=1024, num_layers=24, num_heads=16,
+                 intermediate_size=4096)
   return c
 
 
@@ -196,6 +207,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('num_steps', 'batch_size', 'log_every', 'eval_every',
               'eval_batches', 'checkpoint_every', 'keep_checkpoints'):
     check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
+  check(t.keep_every >= 0 and t.keep_every % t.checkpoint_every == 0,
+         'train.keep_every', t.keep_every, '0 (off) or a multiple of '
+         f'train.checkpoint_every={t.checkpoint_every}, so those steps are saved')
   check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
   check(0 <= t.warmup_steps <= t.num_steps, 'train.warmup_steps',
          t.warmup_steps, f'must be in [0, train.num_steps={t.num_steps}]')

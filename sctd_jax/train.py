@@ -71,7 +71,8 @@ def setup(config, workdir: str, mesh):
                                           config.token_drop.importance_init)
   state, state_sharding = step_lib.create_sharded_train_state(
       config, model, importance, jax.random.PRNGKey(config.seed), mesh)
-  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints,
+                                            config.train.keep_every)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
   position = 0
   if restored is not None:
