@@ -99,3 +99,23 @@ def sctd_objective(mlm_drop: jax.Array, mlm_full: jax.Array,
   if sctd_config.use_kl_local:
     loss += sctd_config.lam * kl_local
   return SCTDTerms(loss, mlm_drop, mlm_full, kl_global, kl_local)
+
+
+def masked_per_sequence(seq_len: int, mlm_probability: float,
+                        max_predictions: int) -> int:
+  """Prediction targets in a full sequence of `seq_len` tokens: the Masker's
+  round(p * maskable), maskable = all but [CLS] and [SEP], capped."""
+  return min(max_predictions, round(mlm_probability * (seq_len - 2)))
+
+
+def effective_lambda(config) -> float:
+  """The weight that one unit of per-example KL (KL_g or KL_l averaged over
+  the examples) gets against one unit of the per-target mean MLM loss, for
+  full sequences: `lam` under kl_normalizer 'batch', lam / m under
+  'masked_tokens' and under the released objective (m = targets per
+  sequence), which differ by a factor m (about 76 at seq 512)."""
+  s, d = config.sctd, config.data
+  if s.objective == 'paper' and s.kl_normalizer == 'batch':
+    return s.lam
+  return s.lam / max(1, masked_per_sequence(d.seq_len, d.mlm_probability,
+                                            d.max_predictions))

@@ -130,3 +130,16 @@ def test_released_objective_with_no_input_tokens_is_finite():
   got = losses.sctd_objective(0.0, 0.0, cls_full, cls_drop, 0.0,
                               _sctd(objective='released'), num_inputs=0.0)
   assert np.isfinite(float(got.loss))
+
+
+@pytest.mark.parametrize('objective, normalizer, seq_len, want', [
+    ('paper', 'batch', 512, 0.05),
+    ('paper', 'masked_tokens', 512, 0.05 / 76),   # round(0.15 * 510) = 76
+    ('released', 'batch', 512, 0.05 / 76),
+    ('released', 'batch', 64, 0.05 / 9),          # round(0.15 * 62) = 9
+])
+def test_effective_lambda_per_normaliser(objective, normalizer, seq_len, want):
+  c = config_lib.base_config()
+  c.sctd.update(objective=objective, kl_normalizer=normalizer)
+  c.data.update(seq_len=seq_len, max_predictions=80)
+  assert losses.effective_lambda(c) == pytest.approx(want)
