@@ -95,13 +95,38 @@ def encode(tokenizer, task: tasks.Task, examples, max_length: int) -> dict:
   """Token ids, segment ids (pairs via the tokenizer's pair encoding), mask
   and labels as arrays padded to `max_length`, so every batch has one shape
   and the steps compile once; long texts are cut, the longer one first."""
-  encoded = tokenizer(*(list(examples[column]) for column in task.text_columns),
-                      padding='max_length', truncation=True, max_length=max_length,
-                      return_token_type_ids=True, return_tensors='np')
-  arrays = {key: encoded[key].astype(np.int32) for key in INPUT_KEYS}
+  pairs = ([[list(examples[column]) for column in task.text_columns]]
+           if task.pairs is None else task.pairs(examples[:]))
+  encoded = [tokenizer(*texts, padding='max_length', truncation=True,
+                       max_length=max_length, return_token_type_ids=True,
+                       return_tensors='np') for texts in pairs]
+  # A multiple-choice example is [choices, max_length].
+  join = (lambda xs: np.stack(xs, 1)) if task.multiple_choice else (lambda xs: xs[0])
+  arrays = {key: join([e[key] for e in encoded]).astype(np.int32) for key in INPUT_KEYS}
+  if task.group is not None:
+    _, arrays['group'] = np.unique([task.group(e) for e in examples],
+                                   return_inverse=True)
   label_dtype = np.float32 if task.num_labels == 1 else np.int32
   arrays[tasks.LABEL] = np.asarray(list(examples[tasks.LABEL]), label_dtype)
   return arrays
+
+
+class BertForMultipleChoice(nn.Module):
+  """HF's BertForMultipleChoice: each of the `num_labels` (premise,
+  alternative) pairs [B, C, S] gets one score from its pooled [CLS] state;
+  the scores are the logits over the alternatives."""
+  cfg: models.BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, deterministic=True):
+    flat = lambda x: x.reshape(-1, x.shape[-1])
+    _, _, pooled = models.BertModel(self.cfg, name='bert')(
+        flat(input_ids), flat(token_type_ids), flat(attention_mask), None, deterministic)
+    pooled = nn.Dropout(self.cfg.dropout_rate)(pooled, deterministic=deterministic)
+    score = nn.Dense(1, kernel_init=nn.initializers.normal(self.cfg.initializer_range),
+                     name='classifier')(pooled)
+    return score.reshape(input_ids.shape[:-1]).astype(jnp.float32)
 
 
 def task_loss(logits, labels, num_labels: int):
@@ -149,7 +174,8 @@ def predict(predict_step, params, arrays: dict, batch_size: int,
   n = len(arrays[tasks.LABEL])
   outputs = []
   for start in range(0, n, batch_size):
-    pad = lambda x: np.pad(x, [(0, max(0, start + batch_size - n)), (0, 0)])
+    pad = lambda x: np.pad(x, [(0, max(0, start + batch_size - n))] +
+                           [(0, 0)] * (x.ndim - 1))
     batch = {key: pad(arrays[key][start:start + batch_size]) for key in INPUT_KEYS}
     outputs.append(np.asarray(predict_step(params, batch)))
   logits = np.concatenate(outputs)[:n]
@@ -193,7 +219,8 @@ def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
   for split, arrays in splits:
     predictions = predict(predict_step, params, arrays, batch_size, task.num_labels)
     labels = arrays[tasks.LABEL]
-    scores.update(glue_metrics.compute(task.metrics, predictions, labels, split.suffix))
+    scores.update(glue_metrics.compute(task.metrics, predictions, labels,
+                                       split.suffix, arrays.get('group')))
     rows += [{'split': split.name, 'index': i, 'prediction': p.item(), 'label': y.item()}
              for i, (p, y) in enumerate(zip(predictions, labels))]
   return scores, rows
@@ -246,7 +273,8 @@ def finetune(config, workdir: str) -> dict:
 
   rate = config.train.dropout_rate
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
-  model = models.BertForSequenceClassification(cfg, task.num_labels)
+  model = (BertForMultipleChoice if task.multiple_choice else
+           models.BertForSequenceClassification)(cfg, task.num_labels)
   optimizer = step_lib.make_optimizer(t)
   # Built once: every seed runs the same two compiled programs.
   train_step, predict_step = make_train_step(model), make_predict_step(model)
