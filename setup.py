@@ -27,6 +27,6 @@ setup(
     ],
     extras_require={
         # torch==2.13.0 is the CPU build; unpinned torch pulls a CUDA build.
-        'test': ['pytest>=8', 'pytest-xdist>=3', 'torch==2.13.0'],
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'torch==2.13.0', 'seqeval>=1.2'],
     },
 )
