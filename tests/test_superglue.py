@@ -1,5 +1,6 @@
 """COPA (multiple choice) and MultiRC (F1a, EM per question) from local files
-in the official SuperGLUE JSONL layout, scored against independent code."""
+in the official SuperGLUE JSONL layout, and SICK-R from SICK's tab-separated
+files, scored against independent code (scikit-learn, SciPy)."""
 
 import json
 
@@ -111,3 +112,20 @@ def test_multirc_scores_f1a_over_options_and_em_per_question(bert_folder, tmp_pa
   for g, p, y in zip(groups, predictions, labels):
     by_question[g] = by_question.get(g, True) and p == y
   assert results['em'] == pytest.approx(np.mean(list(by_question.values())))
+
+
+def test_sick_r_is_regression_on_the_relatedness_score(bert_folder, tmp_path):
+  scipy_stats = pytest.importorskip('scipy.stats')
+  rng = np.random.default_rng(0)
+  for name, n in (('SICK_train.txt', 16), ('SICK_trial.txt', 12)):
+    rows = ['pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment']
+    rows += [f'{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL'
+             for i in range(n)]
+    (tmp_path / name).write_text('\n'.join(rows) + '\n')
+  results, predictions, labels = _run(bert_folder, tmp_path, 'sickr',
+                                      tmp_path / 'SICK_train.txt', tmp_path / 'SICK_trial.txt')
+  trial = [l.split('\t') for l in (tmp_path / 'SICK_trial.txt').read_text().splitlines()[1:]]
+  np.testing.assert_allclose(labels, [float(r[3]) for r in trial])
+  assert len(set(predictions.round(6))) > 1   # a regression output, not classes
+  assert results['spearman'] == pytest.approx(scipy_stats.spearmanr(predictions, labels)[0])
+  assert results['pearson'] == pytest.approx(scipy_stats.pearsonr(predictions, labels)[0])
