@@ -44,6 +44,46 @@ from sctd_jax import step as step_lib
 INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 
 
+def base_config() -> ml_collections.ConfigDict:
+  """Every fine-tuning key (configs/finetune.py; the suites start from it)."""
+  c = ml_collections.ConfigDict()
+  c.init = ''  # Required: pretraining workdir or HF BERT folder.
+  c.task = 'tense'  # A name in sctd_jax.tasks.TASKS.
+  c.seed = 0
+  c.num_seeds = 1  # Seeds seed, seed+1, ...; the paper averages 5.
+  # Score the dev set after every epoch and report the best epoch's (fairseq's
+  # recipe); False: the last step's.
+  c.eval_every_epoch = False
+
+  c.train = ml_collections.ConfigDict(dict(
+      learning_rate=-1.0,  # -1: the task's.
+      batch_size=-1,  # -1: the task's.
+      num_epochs=-1,  # Give at most one of num_epochs and num_steps;
+      num_steps=-1,  # with neither, the task's steps or epochs.
+      warmup_ratio=0.06,  # Linear warmup over this share of the steps, then linear decay.
+      weight_decay=0.01,
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=1e-6,
+      grad_clip_norm=0.0,  # 0 disables clipping.
+      dropout_rate=0.1,  # Hidden and attention dropout while fine-tuning.
+      log_every=50,
+      eval_batch_size=128,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      # Local .csv, .tsv or .jsonl files with GLUE's column names, instead of
+      # the task's own data; give both or neither.
+      train_file='',
+      validation_file='',
+      # Tokens per example (pairs truncated longest first). The paper uses
+      # 256 or 512; 128 holds nearly all GLUE sentences and pairs but BoolQ's.
+      max_length=128,
+      max_train_examples=-1,  # The first N training examples; -1: all.
+  ))
+  return c
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   check = config_lib.check
@@ -212,6 +252,31 @@ def train(train_step, state, batches, key, t, desc: str):
   return state
 
 
+def primary_metric(task: tasks.Task) -> str:
+  """The score the paper's tables give for `task`: its first metric on its
+  first validation split (MNLI: accuracy_m)."""
+  return task.metrics[0] + task.validation_splits[0][1]
+
+
+def train_and_score(train_step, predict_step, state, batches, key, t, splits,
+                    task: tasks.Task, desc: str, steps_per_epoch: int = 0):
+  """Trains `t.num_steps` steps and returns (scores, predictions) on the
+  dev splits at the end or, with `steps_per_epoch`, after every epoch, the
+  best epoch's by the task's primary metric (fairseq's recipe). The chunks
+  run the same steps as one call: dropout keys follow the state's step."""
+  best, done = None, 0
+  while done < t.num_steps:
+    chunk = min(steps_per_epoch or t.num_steps, t.num_steps - done)
+    state = train(train_step, state, batches, key,
+                  ml_collections.ConfigDict({**t.to_dict(), 'num_steps': chunk}), desc)
+    done += chunk
+    scores, rows = evaluate(predict_step, state.params, splits, task,
+                            t.eval_batch_size)
+    if best is None or scores[primary_metric(task)] > best[0][primary_metric(task)]:
+      best = scores, rows
+  return best
+
+
 def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
   """The task's metrics on every validation split (named with the split's
   suffix), and a predictions.jsonl row per example."""
@@ -287,10 +352,11 @@ def finetune(config, workdir: str) -> dict:
         params=init_params(model, bert_params, init_key))
     # An array step from the start, so the first call compiles the only program.
     state = state.replace(step=jnp.zeros((), jnp.int32))
-    state = train(train_step, state, train_batches(train_arrays, t.batch_size, seed),
-                  dropout_key, t, f'{task.name} seed {seed}')
-    scores, rows = evaluate(predict_step, state.params, splits, task,
-                            t.eval_batch_size)
+    epoch = math.ceil(num_examples / t.batch_size) if config.eval_every_epoch else 0
+    scores, rows = train_and_score(
+        train_step, predict_step, state,
+        train_batches(train_arrays, t.batch_size, seed), dropout_key, t, splits,
+        task, f'{task.name} seed {seed}', epoch)
     logging.info('%s seed %d: %s', task.name, seed,
                  ', '.join(f'{name} {value:.4f}' for name, value in scores.items()))
     if not runs:
