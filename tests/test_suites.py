@@ -35,9 +35,16 @@ def test_suite_writes_summary_and_table_from_each_task(bert_folder, tmp_path):
   assert summary['average'] == pytest.approx(np.mean(list(summary['scores'].values())))
   assert json.loads((tmp_path / 'out' / 'summary.json').read_text()) == summary
   table = (tmp_path / 'out' / 'table.md').read_text().splitlines()
-  assert table[0] == '| copa | cb | Avg. |'
-  assert table[2] == '| ' + ' | '.join(
+  assert table[0] == '| | copa | cb | Avg. |'
+  assert table[2] == '| bert0 | ' + ' | '.join(
       f'{v:.2f}' for v in [*summary['scores'].values(), summary['average']]) + ' |'
+
+
+def test_paper_table_has_a_row_per_run_and_dashes_for_missing_tasks():
+  lines = suites.paper_table({'base': {'scores': {'rte': 70.0, 'cb': 80.0}, 'average': 75.0},
+                              'sctd': {'scores': {'rte': 72.5}, 'average': 72.5}})
+  assert lines == ['| | rte | cb | Avg. |', '|---|---|---|---|',
+                   '| base | 70.00 | 80.00 | 75.00 |', '| sctd | 72.50 | - | 72.50 |']
 
 
 def test_unknown_suite_task_is_a_user_error(tmp_path):

@@ -15,11 +15,13 @@ the official train-v1.1.json, dev-v1.1.json, train-v2.0.json and
 dev-v2.0.json from `--squad_dir`.
 
 OUT/TASK/ holds each task's files (so `sctd_jax.evals.report`, given RUN,
-includes them); OUT/summary.json has every task's score in % and their
-average, and OUT/table.md the same laid out as the paper's tables.
+includes them, and this table when OUT is RUN/finetune); OUT/summary.json
+has every task's score in % and their average, and OUT/table.md the same
+laid out as the paper's tables.
 """
 
 import glob
+import json
 import os
 import types
 
@@ -82,12 +84,25 @@ def run_squad(args, task: str, out: str) -> float:
   return squad.run(options, out)['exact_match']
 
 
-def table(scores: dict[str, float]) -> str:
-  """A Markdown row of every task's score and their average, as the paper's."""
-  names = [*scores, 'Avg.']
-  values = [*scores.values(), float(np.mean(list(scores.values())))]
-  return '\n'.join(['| ' + ' | '.join(names) + ' |', '|' + '---|' * len(names),
-                    '| ' + ' | '.join(f'{v:.2f}' for v in values) + ' |', ''])
+def read_summary(workdir: str) -> dict | None:
+  """WORKDIR/finetune/summary.json, the suite's default output, if any."""
+  path = os.path.join(workdir, 'finetune', 'summary.json')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def paper_table(summaries: dict[str, dict]) -> list[str]:
+  """Markdown lines laid out as the paper's tables: a row per run (name ->
+  summary.json), a column per task (score in %) and the average."""
+  names = list(dict.fromkeys(t for s in summaries.values() for t in s['scores']))
+  lines = ['| | ' + ' | '.join(names) + ' | Avg. |', '|---|' + '---|' * (len(names) + 1)]
+  for run, summary in summaries.items():
+    cells = [f"{summary['scores'][t]:.2f}" if t in summary['scores'] else '-'
+             for t in names]
+    lines.append(f'| {run} | ' + ' | '.join(cells) + f" | {summary['average']:.2f} |")
+  return lines
 
 
 def run(args, out: str) -> dict:
@@ -105,7 +120,8 @@ def run(args, out: str) -> dict:
              'scores': scores, 'average': float(np.mean(list(scores.values())))}
   metrics_log.write_json(os.path.join(out, 'summary.json'), summary)
   with open(os.path.join(out, 'table.md'), 'w') as f:
-    f.write(table(scores))
+    f.write('\n'.join(paper_table({os.path.basename(os.path.normpath(args.init)):
+                                    summary})) + '\n')
   return summary
 
 
@@ -130,7 +146,7 @@ def main(argv):
   args = flags.FLAGS
   out = args.out or os.path.join(args.init, 'finetune')
   summary = run(args, out)
-  print(table(summary['scores']) + f'(wrote {out})')
+  print('\n'.join(paper_table({args.init: summary})) + f'\n(wrote {out})')
 
 
 if __name__ == '__main__':
