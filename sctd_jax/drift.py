@@ -10,7 +10,9 @@ The representation comes from the model being trained (`drift.encoder=''`:
 its last layer pooled, the dropped form through the token-dropping forward)
 or from a fixed sentence encoder folder, as the paper used SentenceBERT (a
 sentence-transformers or HF folder, run with PyTorch, fed the decoded text;
-the dropped form leaves the dropped tokens out of the text).
+the dropped form leaves the dropped tokens out of the text). Every form of a
+row is cut to the words the encoder reads whole, so none is compared over
+other words than the original.
 """
 
 import json
@@ -91,6 +93,12 @@ class SentenceEncoder:
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     self.model = transformers.AutoModel.from_pretrained(folder).eval()
     self.pooling = _folder_pooling(folder) or pooling
+    # Longest input the encoder reads whole (its tokenizer may claim more).
+    self.max_tokens = min(self.tokenizer.model_max_length,
+                          self.model.config.max_position_embeddings)
+
+  def fits(self, text: str) -> bool:
+    return len(self.tokenizer(text)['input_ids']) <= self.max_tokens
 
   def __call__(self, texts: list[str]) -> np.ndarray:
     enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors='pt')
@@ -133,9 +141,27 @@ class EncoderDrift:
     self.keep_rate, self.dropping = config.token_drop.keep_rate, config.method != 'baseline'
     mask_token = self.encoder.tokenizer.mask_token or self.encoder.tokenizer.unk_token
     self.text = lambda ids, keep: texts(tokenizer, ids, keep, mask_token)
-    everything = np.ones_like(s['input_ids'], bool)
-    self.original = self.encoder(self.text(s['original_ids'], everything))
-    self.masked = self.encoder(self.text(s['input_ids'], everything))
+    self.window = self.covered(s)
+    self.original = self.encoder(self.text(s['original_ids'], self.window))
+    self.masked = self.encoder(self.text(s['input_ids'], self.window))
+
+  def covered(self, s: dict) -> np.ndarray:
+    """[N, S] bool: each row's longest prefix whose original and masked texts
+    the encoder reads without truncation. Every form is cut to it, so the
+    original and corrupted texts cover the same words (a truncating encoder
+    would otherwise compare the original's first words with later ones of a
+    shorter, dropped text)."""
+    positions = np.arange(s['input_ids'].shape[1])
+    window = np.zeros_like(s['input_ids'], bool)
+    for row in range(len(window)):
+      fits = lambda n: all(self.encoder.fits(self.text(ids[row:row + 1], positions[None] < n)[0])
+                           for ids in (s['original_ids'], s['input_ids']))
+      low, high = 0, len(positions)   # fits(low); the answer is in [low, high].
+      while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+      window[row, :low] = True
+    return window
 
   def __call__(self, params, importance, s) -> dict:
     del params  # The encoder is fixed.
@@ -147,7 +173,7 @@ class EncoderDrift:
       kept = np.asarray(kept_indices(importance, s['input_ids'], self.keep_rate))
       keep = np.zeros_like(s['input_ids'], bool)
       np.put_along_axis(keep, kept, True, axis=1)
-      out['drift_dropped'] = cos(self.encoder(self.text(s['input_ids'], keep)))
+      out['drift_dropped'] = cos(self.encoder(self.text(s['input_ids'], keep & self.window)))
     return out
 
 
