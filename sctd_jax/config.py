@@ -122,6 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
       # (sentence-transformers or HF, run with PyTorch), as the paper's SentenceBERT.
       encoder='',
       pooling='mean',  # 'mean' or 'cls'; an encoder's 1_Pooling/config.json wins.
+      # 'blocks': validation sequences as trained on; 'sentences': single
+      # sentences of the training documents, as the paper (with a sentence
+      # encoder as drift.encoder).
+      text='blocks',
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -252,6 +256,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
   check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
          'must be >= 0 (0 turns drift off)')
+  check(c.drift.text in ('blocks', 'sentences'), 'drift.text', c.drift.text,
+         "use 'blocks' or 'sentences'")
   check(c.drift.pooling in POOLINGS, 'drift.pooling', c.drift.pooling,
          f'use one of {POOLINGS}')
   check(not c.drift.encoder or os.path.isfile(os.path.join(c.drift.encoder, 'config.json')),

@@ -15,8 +15,10 @@ row is cut to the words the encoder reads whole, so none is compared over
 other words than the original.
 """
 
+import itertools
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +26,7 @@ import numpy as np
 
 from sctd_jax import config as config_lib
 from sctd_jax.data import pipeline
+from sctd_jax.data import sources
 from sctd_jax import representations
 from sctd_jax import token_drop
 
@@ -43,6 +46,32 @@ def sample(config, tokenizer) -> dict:
   r, c = np.nonzero(batch['mlm_weights'])
   original[r, batch['mlm_positions'][r, c]] = batch['mlm_ids'][r, c]
   return dict(batch, original_ids=original)
+
+
+SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
+
+
+def sentence_sample(config, tokenizer, pool: int = 20) -> dict:
+  """`drift.sentences` single sentences of the training documents, as the
+  paper sampled them: drawn (by `seed`) from the first `pool` times as many
+  sentences of at least 4 words, each a padded row of `data.seq_len`, masked
+  as in training, with `original_ids`."""
+  n = config.drift.sentences
+  candidates = (sentence for text in sources.texts(config.data, config.seed)
+                for sentence in SENTENCE_END.split(text.strip())
+                if len(sentence.split()) >= 4)
+  candidates = list(itertools.islice(candidates, pool * n))
+  rng = np.random.default_rng(config.seed)
+  chosen = [candidates[i] for i in sorted(rng.choice(len(candidates), n, replace=False))]
+  frame = sources.framer(tokenizer, config.data.seq_len)
+  ids = np.stack([frame(e.ids[:config.data.seq_len - 2]) for e in
+                  tokenizer.backend_tokenizer.encode_batch(chosen, add_special_tokens=False)])
+  d = config.data
+  masker = pipeline.Masker(tokenizer, d.mlm_probability, d.max_predictions,
+                           d.whole_word_masking)
+  batch = masker(ids, [np.random.default_rng([config.seed, i]) for i in range(n)])
+  return dict(batch, original_ids=ids, token_type_ids=np.zeros_like(ids),
+              attention_mask=(ids != tokenizer.pad_token_id).astype(np.int32))
 
 
 def kept_indices(importance, input_ids, keep_rate: float):
@@ -182,7 +211,7 @@ def make_drift(config, model, tokenizer):
   `drift.sentences` is 0."""
   if config.drift.sentences == 0:
     return None
-  s = sample(config, tokenizer)
+  s = (sentence_sample if config.drift.text == 'sentences' else sample)(config, tokenizer)
   measure = (EncoderDrift(config, tokenizer, s) if config.drift.encoder
              else make_model_drift(config, model))
 

@@ -172,3 +172,20 @@ def test_encoder_drift_cuts_every_form_to_the_words_the_encoder_reads(setup, tmp
       float(out['drift_masked']),
       _cosine(_torch_text_vectors(folder, cut(s['original_ids'], window)),
               _torch_text_vectors(folder, cut(s['input_ids'], window))).mean(), atol=1e-5)
+
+
+def test_sentence_sample_holds_single_sentences_of_the_training_text(setup):
+  config, tokenizer, *_ = setup
+  config = _with(config, **{'drift.text': 'sentences'})
+  s = drift.sentence_sample(config, tokenizer)
+  assert s['input_ids'].shape == (6, 32)
+  training = ' '.join(s.text for d in range(300) for s in synthetic.document(0, d))
+  special = set(tokenizer.all_special_ids)
+  for row, mask in zip(s['original_ids'], s['attention_mask']):
+    words = tokenizer.decode([int(i) for i in row if int(i) not in special])
+    assert row[0] == tokenizer.cls_token_id and mask.sum() < 32   # one short sentence
+    assert words.rstrip('.!?').count('.') == 0 and words[-1] in '.!?'
+    assert words in training.lower()
+  assert s['mlm_weights'].sum() > 0
+  np.testing.assert_array_equal(drift.sentence_sample(config, tokenizer)['input_ids'],
+                                s['input_ids'])   # one seed, one sample
