@@ -291,14 +291,27 @@ def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
   return scores, rows
 
 
-def summarize(config, task: tasks.Task, runs: list[dict]) -> dict:
+def summarize(name: str, init: str, runs: list[dict], **extra) -> dict:
   """eval_results.json: each metric's mean over seeds at the top level, its
   population standard deviation under `std`, the seeds' values under `per_seed`."""
-  per_seed = {name: [run[name] for run in runs] for name in runs[0]}
-  return {'task': task.name, 'init': config.init, 'num_seeds': len(runs),
-          **{name: float(np.mean(values)) for name, values in per_seed.items()},
-          'std': {name: float(np.std(values)) for name, values in per_seed.items()},
+  per_seed = {metric: [run[metric] for run in runs] for metric in runs[0]}
+  return {'task': name, 'init': init, **extra, 'num_seeds': len(runs),
+          **{metric: float(np.mean(values)) for metric, values in per_seed.items()},
+          'std': {metric: float(np.std(values)) for metric, values in per_seed.items()},
           'per_seed': per_seed}
+
+
+def epochs_config(learning_rate: float, batch_size: int, num_epochs: float,
+                  num_examples: int) -> ml_collections.ConfigDict:
+  """The keys `step.make_optimizer` and `train` read, for `num_epochs` over
+  `num_examples` (SQuAD's windows, NER's shots): AdamW, 10% warmup, linear
+  decay to 0."""
+  num_steps = max(1, round(num_epochs * num_examples / batch_size))
+  return ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, num_steps=num_steps,
+      warmup_steps=int(round(0.1 * num_steps)), end_learning_rate=0.0, lr_power=1.0,
+      weight_decay=0.01, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6,
+      grad_clip_norm=0.0, log_every=50, batch_size=batch_size))
 
 
 def load_arrays(config, task: tasks.Task, tokenizer):
@@ -364,7 +377,7 @@ def finetune(config, workdir: str) -> dict:
         f.writelines(json.dumps(row) + '\n' for row in rows)
     runs.append(scores)
 
-  results = summarize(config, task, runs)
+  results = summarize(task.name, config.init, runs)
   metrics_log.write_json(os.path.join(workdir, 'eval_results.json'), results)
   logging.info('%s over %d seeds: %s', task.name, len(runs), ', '.join(
       f'{name} {results[name]:.4f} ± {results["std"][name]:.4f}' for name in runs[0]))

@@ -22,7 +22,6 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -175,16 +174,6 @@ def predict_tags(model, params, arrays: dict, sentences: list[Sentence],
   return tags
 
 
-def train_config(args, num_examples: int) -> ml_collections.ConfigDict:
-  """The keys `step.make_optimizer` and `finetune.train` read."""
-  num_steps = max(1, round(args.num_epochs * num_examples / args.batch_size))
-  return ml_collections.ConfigDict(dict(
-      learning_rate=args.learning_rate, num_steps=num_steps,
-      warmup_steps=int(round(0.1 * num_steps)), end_learning_rate=0.0, lr_power=1.0,
-      weight_decay=0.01, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6,
-      grad_clip_norm=0.0, log_every=50, batch_size=args.batch_size))
-
-
 def run(args, out: str) -> dict:
   """k-shot fine-tuning of `args.init` for each seed, scored on the dev file."""
   mlm, pretrained, tokenizer = hf_load.load_pretrained(args.init)
@@ -201,7 +190,8 @@ def run(args, out: str) -> dict:
   for seed in range(args.seed, args.seed + args.num_seeds):
     shots = sample_shots(train_sentences, args.shots, seed)
     arrays = encode(tokenizer, shots, labels, args.max_length)
-    t = train_config(args, len(shots))
+    t = finetune.epochs_config(args.learning_rate, args.batch_size, args.num_epochs,
+                               len(shots))
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     state = train_state.TrainState.create(
         apply_fn=model.apply, tx=step_lib.make_optimizer(t),
@@ -215,11 +205,7 @@ def run(args, out: str) -> dict:
                              args.eval_batch_size)
     runs.append({'f1': entity_f1(gold, predicted), 'train_sentences': len(shots)})
     logging.info('ner seed %d: %s', seed, runs[-1])
-  per_seed = {k: [r[k] for r in runs] for k in runs[0]}
-  results = {'task': 'ner', 'init': args.init, 'shots': args.shots,
-             'num_seeds': len(runs), **{k: float(np.mean(v)) for k, v in per_seed.items()},
-             'std': {k: float(np.std(v)) for k, v in per_seed.items()},
-             'per_seed': per_seed}
+  results = finetune.summarize('ner', args.init, runs, shots=args.shots)
   metrics_log.write_json(os.path.join(out, 'eval_results.json'), results)
   return results
 

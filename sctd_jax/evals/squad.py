@@ -27,7 +27,6 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -187,15 +186,6 @@ def score(examples, answers, null_odds, v2: bool):
   return {**scores, 'best_f1_thresh': chosen['best_f1_thresh']}, final
 
 
-def train_config(args) -> ml_collections.ConfigDict:
-  """The keys `step.make_optimizer` reads: AdamW, 10% warmup, linear decay."""
-  return ml_collections.ConfigDict(dict(
-      learning_rate=args.learning_rate, warmup_steps=0, num_steps=0,
-      end_learning_rate=0.0, lr_power=1.0, weight_decay=0.01, adam_b1=0.9,
-      adam_b2=0.999, adam_eps=1e-6, grad_clip_norm=0.0, log_every=50,
-      batch_size=args.batch_size))
-
-
 def run(args, out: str) -> dict:
   """Fine-tunes `args.init` on the train file for each seed, scores the dev
   file and writes OUT's files; returns eval_results."""
@@ -210,9 +200,8 @@ def run(args, out: str) -> dict:
   dev_examples, v2 = read_squad(args.dev_file)
   train = make_features(tokenizer, train_examples, args.max_length, args.doc_stride)
   dev = make_features(tokenizer, dev_examples, args.max_length, args.doc_stride)
-  t = train_config(args)
-  t.num_steps = max(1, round(args.num_epochs * len(train['example']) / t.batch_size))
-  t.warmup_steps = int(round(0.1 * t.num_steps))
+  t = finetune.epochs_config(args.learning_rate, args.batch_size, args.num_epochs,
+                             len(train['example']))
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=0.1, attention_dropout_rate=0.1)
   model = BertForQuestionAnswering(cfg)
   train_step, optimizer = make_train_step(model), step_lib.make_optimizer(t)
@@ -239,12 +228,7 @@ def run(args, out: str) -> dict:
       if v2:
         metrics_log.write_json(os.path.join(out, 'null_odds.json'), null_odds)
     runs.append(scores)
-  per_seed = {k: [r[k] for r in runs] for k in runs[0]}
-  results = {'task': 'squad_v2' if v2 else 'squad_v1', 'init': args.init,
-             'num_seeds': len(runs),
-             **{k: float(np.mean(v)) for k, v in per_seed.items()},
-             'std': {k: float(np.std(v)) for k, v in per_seed.items()},
-             'per_seed': per_seed}
+  results = finetune.summarize('squad_v2' if v2 else 'squad_v1', args.init, runs)
   metrics_log.write_json(os.path.join(out, 'eval_results.json'), results)
   return results
 
