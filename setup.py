@@ -37,6 +37,6 @@ setup(
         # torch==2.13.0 is the CPU build; unpinned torch pulls a CUDA build.
         'test': ['pytest>=8', 'pytest-xdist>=3', 'torch==2.13.0',
                  'gcp-storage-emulator>=2024.8', 'gcsfs>=2024.2',
-                 'google-cloud-storage>=2.14', 'wandb>=0.17'],
+                 'google-cloud-storage>=2.14', 'wandb>=0.17', 'seqeval>=1.2'],
     },
 )

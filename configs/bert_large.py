@@ -5,8 +5,6 @@ from sctd_jax import config as config_lib
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.model.update(hidden_size=1024, num_layers=24, num_heads=16,
-                 intermediate_size=4096)
+  c = config_lib.bert_large_config()
   c.data.source = ''  # Required: --config.data.source=hf:... or files:...
   return c

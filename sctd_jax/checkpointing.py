@@ -41,13 +41,20 @@ def model_shape(config) -> dict:
 class Checkpointer:
   """`workdir/checkpoints/<step>/{state, data, shape}` through one
   `ocp.CheckpointManager`; saves are asynchronous (the call returns once
-  arrays are copied to host)."""
+  arrays are copied to host). The newest `keep` checkpoints are kept and,
+  with `keep_every` > 0, every checkpoint of a step divisible by it, for
+  curves over training (paper Table 2, Figure 6)."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, keep_every: int = 0):
     self.directory = checkpoint_dir(workdir)
+    policy = ocp.checkpoint_managers.LatestN(keep)
+    if keep_every > 0:
+      policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+          [policy, ocp.checkpoint_managers.EveryNSteps(keep_every)])
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'data', 'shape'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy,
+                                             create=True))
 
   def save(self, step: int, state, data_state: dict, shape: dict) -> None:
     self.manager.save(step, args=ocp.args.Composite(

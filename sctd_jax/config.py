@@ -7,6 +7,7 @@ the key's name.
 """
 
 import os
+import re
 
 import ml_collections
 
@@ -14,6 +15,7 @@ from sctd_jax import cli
 
 METHODS = ('baseline', 'token_drop', 'sctd')
 KL_NORMALIZERS = ('batch', 'masked_tokens')
+OBJECTIVES = ('paper', 'released')
 ACTIVATIONS = ('gelu', 'gelu_new', 'relu')
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 ATTENTIONS = ('auto', 'xla', 'cudnn')
@@ -70,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Beyond the paper: on SCTD steps the layers before the cross layer run
       # once for both forwards, which then share that prefix's dropout noise.
       share_prefix=False,
+      # 'paper': Eq. 4. 'released': the authors' fairseq criterion on every
+      # step (1.0 L*_MLM + lam (KL_g + KL_l), sums / non-pad input tokens);
+      # see docs/evaluation.md.
+      objective='paper',
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -97,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Exit (non-zero) when one step takes longer, e.g. a stuck collective on
       # another host; 0 turns the watchdog off. See docs/troubleshooting.md.
       step_timeout_s=0.0,
+      # Also keep every checkpoint of a step divisible by this, permanently
+      # (a multiple of checkpoint_every); 0 keeps only the newest.
+      keep_every=0,
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -133,6 +142,10 @@ def base_config() -> ml_collections.ConfigDict:
       # (sentence-transformers or HF, run with PyTorch), as the paper's SentenceBERT.
       encoder='',
       pooling='mean',  # 'mean' or 'cls'; an encoder's 1_Pooling/config.json wins.
+      # 'blocks': validation sequences as trained on; 'sentences': single
+      # sentences of the training documents, as the paper (with a sentence
+      # encoder as drift.encoder).
+      text='blocks',
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -150,6 +163,14 @@ def base_config() -> ml_collections.ConfigDict:
       entity='',  # Team or user; '': the API key's default.
       name='',  # Display name; '': the workdir's name.
   ))
+  return c
+
+
+def bert_large_config() -> ml_collections.ConfigDict:
+  """BERT-large (24 layers, hidden 1024, 16 heads) with the paper's recipe."""
+  c = base_config()
+  c.model.update(hidden_size=1024, num_layers=24, num_heads=16,
+                 intermediate_size=4096)
   return c
 
 
@@ -177,9 +198,9 @@ def check(ok: bool, key: str, value, want: str):
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   check(c.method in METHODS, 'method', c.method, f'use one of {METHODS}')
-  check(not c.init_from or os.path.isfile(os.path.join(c.init_from, 'config.json')),
+  check(not c.init_from or is_pretrained(c.init_from),
          'init_from', c.init_from, 'must be a Hugging Face BERT folder with a '
-         'config.json, e.g. written by python -m sctd_jax.export')
+         'config.json (e.g. written by python -m sctd_jax.export) or a Hub id')
   m = c.model
   for key in ('hidden_size', 'num_layers', 'num_heads', 'intermediate_size',
               'max_position_embeddings', 'type_vocab_size'):
@@ -219,11 +240,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(s.lam >= 0.0, 'sctd.lam', s.lam, 'must be >= 0')
   check(s.kl_normalizer in KL_NORMALIZERS, 'sctd.kl_normalizer',
          s.kl_normalizer, f'use one of {KL_NORMALIZERS}')
+  check(s.objective in OBJECTIVES, 'sctd.objective', s.objective,
+         f'use one of {OBJECTIVES}')
 
   t = c.train
   for key in ('num_steps', 'batch_size', 'log_every', 'eval_every',
               'eval_batches', 'checkpoint_every', 'keep_checkpoints'):
     check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
+  check(t.keep_every >= 0 and t.keep_every % t.checkpoint_every == 0,
+         'train.keep_every', t.keep_every, '0 (off) or a multiple of '
+         f'train.checkpoint_every={t.checkpoint_every}, so those steps are saved')
   check(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
   check(t.warmup_steps >= 0, 'train.warmup_steps', t.warmup_steps, 'must be >= 0')
   check(t.weight_decay >= 0, 'train.weight_decay', t.weight_decay, 'must be >= 0')
@@ -281,6 +307,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
   check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
          'must be >= 0 (0 turns drift off)')
+  check(c.drift.text in ('blocks', 'sentences'), 'drift.text', c.drift.text,
+         "use 'blocks' or 'sentences'")
   check(c.drift.pooling in POOLINGS, 'drift.pooling', c.drift.pooling,
          f'use one of {POOLINGS}')
   check(not c.drift.encoder or os.path.isfile(os.path.join(c.drift.encoder, 'config.json')),
@@ -307,6 +335,19 @@ def clip_warmup(c: ml_collections.ConfigDict) -> str | None:
   with c.unlocked():
     t.warmup_steps = t.num_steps
   return message
+
+
+def is_hub_id(path: str) -> bool:
+  """Whether `path` has the form of a Hub id ('name' or 'org/name')."""
+  return re.fullmatch(r'[\w.-]+(/[\w.-]+)?', path) is not None and not path.startswith('.')
+
+
+def is_pretrained(path: str) -> bool:
+  """Whether `path` can hold pretrained weights: a folder with a config.json
+  (an HF folder or a training workdir) or, absent locally, a Hub id."""
+  if os.path.exists(path):
+    return os.path.isfile(os.path.join(path, 'config.json'))
+  return is_hub_id(path)
 
 
 def drop_layers(c: ml_collections.ConfigDict) -> tuple[int, int]:

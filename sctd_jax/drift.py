@@ -10,11 +10,15 @@ The representation comes from the model being trained (`drift.encoder=''`:
 its last layer pooled, the dropped form through the token-dropping forward)
 or from a fixed sentence encoder folder, as the paper used SentenceBERT (a
 sentence-transformers or HF folder, run with PyTorch, fed the decoded text;
-the dropped form leaves the dropped tokens out of the text).
+the dropped form leaves the dropped tokens out of the text). Every form of a
+row is cut to the words the encoder reads whole, so none is compared over
+other words than the original.
 """
 
+import itertools
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +26,7 @@ import numpy as np
 
 from sctd_jax import config as config_lib
 from sctd_jax.data import pipeline
+from sctd_jax.data import sources
 from sctd_jax import representations
 from sctd_jax import token_drop
 
@@ -41,6 +46,32 @@ def sample(config, tokenizer) -> dict:
   r, c = np.nonzero(batch['mlm_weights'])
   original[r, batch['mlm_positions'][r, c]] = batch['mlm_ids'][r, c]
   return dict(batch, original_ids=original)
+
+
+SENTENCE_END = re.compile(r'(?<=[.!?])\s+')
+
+
+def sentence_sample(config, tokenizer, pool: int = 20) -> dict:
+  """`drift.sentences` single sentences of the training documents, as the
+  paper sampled them: drawn (by `seed`) from the first `pool` times as many
+  sentences of at least 4 words, each a padded row of `data.seq_len`, masked
+  as in training, with `original_ids`."""
+  n = config.drift.sentences
+  candidates = (sentence for text in sources.texts(config.data, config.seed)
+                for sentence in SENTENCE_END.split(text.strip())
+                if len(sentence.split()) >= 4)
+  candidates = list(itertools.islice(candidates, pool * n))
+  rng = np.random.default_rng(config.seed)
+  chosen = [candidates[i] for i in sorted(rng.choice(len(candidates), n, replace=False))]
+  frame = sources.framer(tokenizer, config.data.seq_len)
+  ids = np.stack([frame(e.ids[:config.data.seq_len - 2]) for e in
+                  tokenizer.backend_tokenizer.encode_batch(chosen, add_special_tokens=False)])
+  d = config.data
+  masker = pipeline.Masker(tokenizer, d.mlm_probability, d.max_predictions,
+                           d.whole_word_masking)
+  batch = masker(ids, [np.random.default_rng([config.seed, i]) for i in range(n)])
+  return dict(batch, original_ids=ids, token_type_ids=np.zeros_like(ids),
+              attention_mask=(ids != tokenizer.pad_token_id).astype(np.int32))
 
 
 def kept_indices(importance, input_ids, keep_rate: float):
@@ -91,6 +122,12 @@ class SentenceEncoder:
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     self.model = transformers.AutoModel.from_pretrained(folder).eval()
     self.pooling = _folder_pooling(folder) or pooling
+    # Longest input the encoder reads whole (its tokenizer may claim more).
+    self.max_tokens = min(self.tokenizer.model_max_length,
+                          self.model.config.max_position_embeddings)
+
+  def fits(self, text: str) -> bool:
+    return len(self.tokenizer(text)['input_ids']) <= self.max_tokens
 
   def __call__(self, texts: list[str]) -> np.ndarray:
     enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors='pt')
@@ -133,9 +170,27 @@ class EncoderDrift:
     self.keep_rate, self.dropping = config.token_drop.keep_rate, config.method != 'baseline'
     mask_token = self.encoder.tokenizer.mask_token or self.encoder.tokenizer.unk_token
     self.text = lambda ids, keep: texts(tokenizer, ids, keep, mask_token)
-    everything = np.ones_like(s['input_ids'], bool)
-    self.original = self.encoder(self.text(s['original_ids'], everything))
-    self.masked = self.encoder(self.text(s['input_ids'], everything))
+    self.window = self.covered(s)
+    self.original = self.encoder(self.text(s['original_ids'], self.window))
+    self.masked = self.encoder(self.text(s['input_ids'], self.window))
+
+  def covered(self, s: dict) -> np.ndarray:
+    """[N, S] bool: each row's longest prefix whose original and masked texts
+    the encoder reads without truncation. Every form is cut to it, so the
+    original and corrupted texts cover the same words (a truncating encoder
+    would otherwise compare the original's first words with later ones of a
+    shorter, dropped text)."""
+    positions = np.arange(s['input_ids'].shape[1])
+    window = np.zeros_like(s['input_ids'], bool)
+    for row in range(len(window)):
+      fits = lambda n: all(self.encoder.fits(self.text(ids[row:row + 1], positions[None] < n)[0])
+                           for ids in (s['original_ids'], s['input_ids']))
+      low, high = 0, len(positions)   # fits(low); the answer is in [low, high].
+      while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+      window[row, :low] = True
+    return window
 
   def __call__(self, params, importance, s) -> dict:
     del params  # The encoder is fixed.
@@ -147,7 +202,7 @@ class EncoderDrift:
       kept = np.asarray(kept_indices(importance, s['input_ids'], self.keep_rate))
       keep = np.zeros_like(s['input_ids'], bool)
       np.put_along_axis(keep, kept, True, axis=1)
-      out['drift_dropped'] = cos(self.encoder(self.text(s['input_ids'], keep)))
+      out['drift_dropped'] = cos(self.encoder(self.text(s['input_ids'], keep & self.window)))
     return out
 
 
@@ -156,7 +211,7 @@ def make_drift(config, model, tokenizer):
   `drift.sentences` is 0."""
   if config.drift.sentences == 0:
     return None
-  s = sample(config, tokenizer)
+  s = (sentence_sample if config.drift.text == 'sentences' else sample)(config, tokenizer)
   measure = (EncoderDrift(config, tokenizer, s) if config.drift.encoder
              else make_model_drift(config, model))
 

@@ -44,33 +44,78 @@ class SCTDTerms(NamedTuple):
   kl_local: jax.Array
 
 
+def per_input_token(mean: jax.Array, num_targets: jax.Array,
+                    num_inputs: jax.Array) -> jax.Array:
+  """A loss averaged over the `num_targets` prediction targets, re-normalised
+  as the authors' released criterion does: summed over targets, divided by
+  the number of input (non-pad) tokens `num_inputs` (fairseq's `ntokens`)."""
+  return mean * jnp.maximum(num_targets, 1.0) / jnp.maximum(num_inputs, 1.0)
+
+
 def sctd_objective(mlm_drop: jax.Array, mlm_full: jax.Array,
                    cls_full: jax.Array, cls_drop: jax.Array,
                    num_targets: jax.Array, sctd_config,
-                   num_examples: jax.Array | None = None) -> SCTDTerms:
-  """Eq. 4 on a semantic-consistent step:
-  L = 1/2 L*_MLM + 1/2 L_MLM + lam (L_SCg + L_SCl).
+                   num_examples: jax.Array | None = None,
+                   num_inputs: jax.Array | None = None) -> SCTDTerms:
+  """The loss of a semantic-consistent step.
 
-  `cls_full` / `cls_drop` are the per-layer [CLS] states [num_layers, B, d]
-  of the full (teacher) and dropped (student) forwards; L_SCg uses the last
-  layer (X_l), L_SCl the penultimate (X_{l-1}). The switches remove exactly
-  their term; `kl_normalizer='batch'` averages the KL over the examples
-  (`num_examples`, default this batch's) and `'masked_tokens'` divides its sum
-  by the number of masked tokens, as the authors' fairseq code does.
+  `objective='paper'` is Eq. 4: L = 1/2 L*_MLM + 1/2 L_MLM + lam (L_SCg + L_SCl).
+  `objective='released'` is the authors' fairseq criterion:
+  L = (sum L*_MLM + lam (sum KL_g + sum KL_l)) / num_inputs, sums over the
+  masked tokens and the examples, `num_inputs` the batch's non-pad input
+  tokens; it has no L_MLM term (their "full" loss is computed from the
+  dropped output) and reads neither `use_mlm_full` nor `kl_normalizer`.
+
+  `mlm_drop` / `mlm_full` are means over the `num_targets` prediction
+  targets. `cls_full` / `cls_drop` are the per-layer [CLS] states
+  [num_layers, B, d] of the full (teacher) and dropped (student) forwards;
+  L_SCg uses the last layer (X_l), L_SCl the penultimate (X_{l-1}). The
+  switches remove exactly their term; under 'paper', `kl_normalizer='batch'`
+  averages the KL over the examples (`num_examples`, default this batch's)
+  and `'masked_tokens'` divides its sum by the number of masked tokens.
   """
   if sctd_config.stop_grad_teacher:
     cls_full = jax.lax.stop_gradient(cls_full)
+  released = sctd_config.objective == 'released'
   if num_examples is None:
     num_examples = cls_full.shape[1]
-  denominator = num_examples if sctd_config.kl_normalizer == 'batch' else num_targets
+  if released:
+    denominator = num_inputs
+  elif sctd_config.kl_normalizer == 'batch':
+    denominator = num_examples
+  else:
+    denominator = num_targets
   reduce = lambda kl: jnp.sum(kl) / jnp.maximum(denominator, 1.0)
   kl_global = reduce(cls_kl(cls_full[-1], cls_drop[-1]))
   kl_local = reduce(cls_kl(cls_full[-2], cls_drop[-2]))
-  loss = 0.5 * mlm_drop
-  if sctd_config.use_mlm_full:
-    loss += 0.5 * mlm_full
+  if released:
+    loss = per_input_token(mlm_drop, num_targets, num_inputs)
+  else:
+    loss = 0.5 * mlm_drop
+    if sctd_config.use_mlm_full:
+      loss += 0.5 * mlm_full
   if sctd_config.use_kl_global:
     loss += sctd_config.lam * kl_global
   if sctd_config.use_kl_local:
     loss += sctd_config.lam * kl_local
   return SCTDTerms(loss, mlm_drop, mlm_full, kl_global, kl_local)
+
+
+def masked_per_sequence(seq_len: int, mlm_probability: float,
+                        max_predictions: int) -> int:
+  """Prediction targets in a full sequence of `seq_len` tokens: the Masker's
+  round(p * maskable), maskable = all but [CLS] and [SEP], capped."""
+  return min(max_predictions, round(mlm_probability * (seq_len - 2)))
+
+
+def effective_lambda(config) -> float:
+  """The weight that one unit of per-example KL (KL_g or KL_l averaged over
+  the examples) gets against one unit of the per-target mean MLM loss, for
+  full sequences: `lam` under kl_normalizer 'batch', lam / m under
+  'masked_tokens' and under the released objective (m = targets per
+  sequence), which differ by a factor m (about 76 at seq 512)."""
+  s, d = config.sctd, config.data
+  if s.objective == 'paper' and s.kl_normalizer == 'batch':
+    return s.lam
+  return s.lam / max(1, masked_per_sequence(d.seq_len, d.mlm_probability,
+                                            d.max_predictions))

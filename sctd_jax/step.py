@@ -121,10 +121,10 @@ class StepOutput(NamedTuple):
 
 
 def _losses(model, config, params, batch, keep_indices, rng, branch: str,
-            num_targets, num_examples):
+            num_targets, num_examples, num_inputs):
   """Loss of one branch: 'full' (baseline), 'drop' (L*_MLM) or 'sctd' (Eq. 4),
-  normalised by the whole optimizer step's target and example counts so that
-  micro-batch losses add up to the full batch's."""
+  normalised by the whole optimizer step's target, example and input-token
+  counts so that micro-batch losses add up to the full batch's."""
   def forward(indices, key):
     return model.apply(
         {'params': params}, batch['input_ids'], batch['token_type_ids'],
@@ -152,13 +152,16 @@ def _losses(model, config, params, batch, keep_indices, rng, branch: str,
     out_drop = forward(keep_indices, drop_key)
   drop = mlm(out_drop)
   if branch == 'drop':
-    metrics.update(loss=drop.mean, mlm_drop=drop.mean)
-    return StepOutput(drop.mean, metrics, drop.per_token)
+    loss = drop.mean
+    if config.sctd.objective == 'released':  # Their criterion on every step.
+      loss = losses.per_input_token(drop.mean, num_targets, num_inputs)
+    metrics.update(loss=loss, mlm_drop=drop.mean)
+    return StepOutput(loss, metrics, drop.per_token)
   if not config.sctd.share_prefix:
     out_full = forward(None, full_key)
   terms = losses.sctd_objective(
       drop.mean, mlm(out_full).mean, out_full.cls_states, out_drop.cls_states,
-      num_targets, config.sctd, num_examples)
+      num_targets, config.sctd, num_examples, num_inputs)
   metrics.update(terms._asdict())
   return StepOutput(terms.loss, metrics, drop.per_token)
 
@@ -182,7 +185,8 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
   def accumulated(branch, params, batch, keep_indices, rng):
     """Gradients summed over `accum` micro-batches: each micro-batch loss is
     normalised by the whole batch's counts, so the sum is the big batch's."""
-    counts = (jnp.sum(batch['mlm_weights']), batch['input_ids'].shape[0])
+    counts = (jnp.sum(batch['mlm_weights']), batch['input_ids'].shape[0],
+              jnp.sum(batch['attention_mask']))
     split = lambda x: x.reshape(accum, -1, *x.shape[1:])
     xs = (jax.tree.map(split, batch),
           None if keep_indices is None else split(keep_indices), jnp.arange(accum))

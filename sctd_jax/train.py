@@ -74,6 +74,7 @@ def setup(config, workdir: str, mesh):
   state, state shardings, data state, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
+  hf_load.adopt_shape(config)
   if (warning := config_lib.clip_warmup(config)):
     logging.warning(warning)
   paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,8 @@ def setup(config, workdir: str, mesh):
                                           config.token_drop.importance_init)
   state, state_sharding = step_lib.create_sharded_train_state(
       config, model, importance, jax.random.PRNGKey(config.seed), mesh)
-  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints,
+                                            config.train.keep_every)
   if jax.process_index() == 0:  # A save the last run did not finish.
     faults.remove_partial_saves(checkpointer.directory)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))

@@ -118,3 +118,18 @@ def test_checkpoint_of_another_shape_is_refused_and_nothing_is_overwritten(refer
   assert 'intermediate_size' in run.stderr
   assert (workdir / 'config.json').read_text() == before
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['100', '150', '200']
+
+
+@pytest.mark.parametrize('keep_every, kept', [(0, [11, 12]), (4, [4, 8, 11, 12])])
+def test_keep_every_keeps_those_steps_besides_the_newest(tmp_path, keep_every, kept):
+  import jax.numpy as jnp
+  from sctd_jax import checkpointing
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), 2, keep_every)
+  for step in range(1, 13):
+    checkpointer.save(step, {'w': jnp.full((3,), step)}, {'position': step}, {})
+  checkpointer.wait()
+  assert checkpointer.steps() == kept
+  state, data = checkpointer.restore({'w': jnp.zeros((3,))}, {}, step=4 if keep_every else 11)
+  assert data['position'] == int(state['w'][0]) == (4 if keep_every else 11)
+  checkpointer.close()
+  assert sorted(int(d) for d in os.listdir(tmp_path / 'checkpoints')) == kept

@@ -203,3 +203,48 @@ def test_encoder_drift_reads_the_corrupted_text(setup, tmp_path):
 def test_bad_drift_keys_are_named(key, value, message):
   with pytest.raises(config_lib.ConfigError, match=message.replace('.', r'\.')):
     config_lib.validate(tiny_config(**{key: value}))
+
+
+def test_encoder_drift_cuts_every_form_to_the_words_the_encoder_reads(setup, tmp_path):
+  """An encoder of 12 positions reads a prefix of each 32-token row: the
+  original and its corrupted forms are cut to the same, longest such prefix."""
+  config, tokenizer, model, params, importance, s, _ = setup
+  import dataclasses
+  short = models.BertForMaskedLM(dataclasses.replace(model.cfg, max_position_embeddings=12))
+  folder = str(tmp_path / 'short')
+  export.write_hf_folder(folder, short.cfg, models.init_params(short, jax.random.PRNGKey(1)),
+                         tokenizer)
+  config = _with(config, **{'drift.encoder': folder})
+  measure = drift.EncoderDrift(config, tokenizer, s)
+  window = measure.window
+  length = lambda ids, n: len(tokenizer(drift.texts(
+      tokenizer, ids[None], np.arange(32)[None] < n, '[MASK]'))['input_ids'][0])
+  for row in range(len(window)):
+    n = int(window[row].sum())
+    assert window[row, :n].all() and 0 < n < int(s['attention_mask'][row].sum())
+    for ids in (s['original_ids'][row], s['input_ids'][row]):
+      assert length(ids, n) <= 12
+    assert max(length(ids, n + 1) for ids in (s['original_ids'][row], s['input_ids'][row])) > 12
+  out = measure(params, importance, s)
+  cut = lambda ids, keep: drift.texts(tokenizer, ids, keep, '[MASK]')
+  np.testing.assert_allclose(
+      float(out['drift_masked']),
+      _cosine(_torch_text_vectors(folder, cut(s['original_ids'], window)),
+              _torch_text_vectors(folder, cut(s['input_ids'], window))).mean(), atol=1e-5)
+
+
+def test_sentence_sample_holds_single_sentences_of_the_training_text(setup):
+  config, tokenizer, *_ = setup
+  config = _with(config, **{'drift.text': 'sentences'})
+  s = drift.sentence_sample(config, tokenizer)
+  assert s['input_ids'].shape == (6, 32)
+  training = ' '.join(s.text for d in range(300) for s in synthetic.document(0, d))
+  special = set(tokenizer.all_special_ids)
+  for row, mask in zip(s['original_ids'], s['attention_mask']):
+    words = tokenizer.decode([int(i) for i in row if int(i) not in special])
+    assert row[0] == tokenizer.cls_token_id and mask.sum() < 32   # one short sentence
+    assert words.rstrip('.!?').count('.') == 0 and words[-1] in '.!?'
+    assert words in training.lower()
+  assert s['mlm_weights'].sum() > 0
+  np.testing.assert_array_equal(drift.sentence_sample(config, tokenizer)['input_ids'],
+                                s['input_ids'])   # one seed, one sample

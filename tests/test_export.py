@@ -272,7 +272,7 @@ def test_init_from_refuses_another_shape_naming_the_key(out, tmp_path):
                   '--config.model.intermediate_size=128')
   assert result.returncode != 0
   assert 'init_from' in result.stderr, result.stderr[-2000:]
-  assert 'model.intermediate_size: init_from has 64, config 128' in result.stderr
+  assert 'pass --config.model.intermediate_size=64' in result.stderr
   assert not (tmp_path / 'checkpoints').exists() or not os.listdir(tmp_path / 'checkpoints')
 
 

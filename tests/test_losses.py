@@ -101,3 +101,45 @@ def test_stop_grad_teacher_blocks_gradient_into_full_branch():
     return np.asarray(jax.grad(f)(jnp.asarray(cls_full)))
   assert np.abs(grad_wrt_teacher(False)).max() > 0
   np.testing.assert_array_equal(grad_wrt_teacher(True), 0.0)
+
+
+def test_released_objective_is_the_authors_criterion_by_hand():
+  """1.0 * sum L* + lam (sum KL_g + sum KL_l), over non-pad input tokens;
+  the full branch's MLM and the paper-mode switches do not enter."""
+  rng = np.random.default_rng(4)
+  logits = rng.normal(size=(3, 4, 11)).astype(np.float32)
+  labels = rng.integers(0, 11, (3, 4))
+  weights = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], np.float32)
+  attention_mask = np.array([[1] * 16, [1] * 9 + [0] * 7, [1] * 12 + [0] * 4])
+  _, _, cls_full, cls_drop = _branches(4)
+  mlm = losses.mlm_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights))
+  sctd = _sctd(objective='released', lam=0.05, kl_normalizer='batch')
+  got = losses.sctd_objective(mlm.mean, 123.0, cls_full, cls_drop, weights.sum(), sctd,
+                              num_inputs=attention_mask.sum())
+  ntokens = 16 + 9 + 12
+  mlm_sum = (_np_xent(logits, labels) * weights).sum()
+  kl_sum = (_np_kl(cls_full[-1], cls_drop[-1]).sum() +
+            _np_kl(cls_full[-2], cls_drop[-2]).sum())
+  np.testing.assert_allclose(got.loss, (mlm_sum + 0.05 * kl_sum) / ntokens, rtol=1e-5)
+  np.testing.assert_allclose(got.kl_global,
+                             _np_kl(cls_full[-1], cls_drop[-1]).sum() / ntokens, rtol=1e-5)
+
+
+def test_released_objective_with_no_input_tokens_is_finite():
+  _, _, cls_full, cls_drop = _branches(5)
+  got = losses.sctd_objective(0.0, 0.0, cls_full, cls_drop, 0.0,
+                              _sctd(objective='released'), num_inputs=0.0)
+  assert np.isfinite(float(got.loss))
+
+
+@pytest.mark.parametrize('objective, normalizer, seq_len, want', [
+    ('paper', 'batch', 512, 0.05),
+    ('paper', 'masked_tokens', 512, 0.05 / 76),   # round(0.15 * 510) = 76
+    ('released', 'batch', 512, 0.05 / 76),
+    ('released', 'batch', 64, 0.05 / 9),          # round(0.15 * 62) = 9
+])
+def test_effective_lambda_per_normaliser(objective, normalizer, seq_len, want):
+  c = config_lib.base_config()
+  c.sctd.update(objective=objective, kl_normalizer=normalizer)
+  c.data.update(seq_len=seq_len, max_predictions=80)
+  assert losses.effective_lambda(c) == pytest.approx(want)

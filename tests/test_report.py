@@ -163,3 +163,13 @@ def test_probe_figure_shades_the_layers_token_dropping_drops(hand_runs):
   # 0-indexed (docs/design.md section 1), are layers 6-11 counted from 1.
   assert report.dropped_layers(report.load_runs(hand_runs)) == (6, 11)
   assert report.dropped_layers(report.load_runs(hand_runs[:1])) is None
+
+
+def test_report_includes_the_suite_table_of_runs_that_have_one(hand_runs, tmp_path):
+  summary = {'init': hand_runs[2], 'suite': 'glue', 'num_seeds': 5,
+             'scores': {'rte': 66.5, 'mrpc': 85.25}, 'average': 75.875}
+  _write(tmp_path / 'sctd' / 'finetune' / 'summary.json', json.dumps(summary))
+  runs = report.load_runs(hand_runs)
+  md = open(report.write_report(runs, str(tmp_path / 'out'), report.find_baseline(runs))).read()
+  assert '## Fine-tuning suites (Tables 2 and 3)' in md
+  assert '| | rte | mrpc | Avg. |\n|---|---|---|---|\n| sctd | 66.50 | 85.25 | 75.88 |' in md

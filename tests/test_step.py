@@ -99,18 +99,21 @@ def test_training_lowers_the_mlm_loss_on_a_fixed_batch(dtype):
   assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {np.dtype('float32')}
 
 
-@pytest.mark.parametrize('method', ['sctd', 'baseline'])
-def test_grad_accumulation_equals_one_big_batch(method):
+@pytest.mark.parametrize('method, objective', [
+    ('sctd', 'paper'), ('baseline', 'paper'), ('sctd', 'released')])
+def test_grad_accumulation_equals_one_big_batch(method, objective):
   """4 micro-batches of 2 = one batch of 8, on an SCTD step and a dropping
-  step (the branch is chosen per optimizer step, not per micro-batch)."""
+  step (the branch is chosen per optimizer step, not per micro-batch); the
+  released objective divides every micro-batch by the whole batch's tokens."""
   common = {'method': method, 'sctd.fi': 2, 'train.batch_size': 8,
+            'sctd.objective': objective,
             'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0}
   results = []
   for accum in (1, 4):
     config = tiny_config(**common, **{'train.grad_accum_steps': accum})
     model, state = _state(config)
     train_step = step_lib.make_train_step(model, config)
-    batch = random_batch(config, seed=11)
+    batch = random_batch(config, seed=11, pad_from=[16, 9, 16, 12, 16, 16, 7, 16])
     batch['mlm_weights'][0, 2:] = 0   # uneven targets per micro-batch
     rows = []
     for _ in range(2):
@@ -143,3 +146,20 @@ def test_remat_keeps_parameter_paths_and_values():
       jax.grad(lambda p: loss(remat_model, p))(params)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_released_objective_divides_summed_losses_by_non_pad_tokens():
+  """Off the SCTD step the released criterion is sum L* / ntokens; on it the
+  KL terms join with lam and no L_MLM term (the hand computation of the
+  criterion itself is in test_losses)."""
+  config = tiny_config(**{'sctd.fi': 2, 'sctd.objective': 'released'})
+  model, state = _state(config)
+  train_step = step_lib.make_train_step(model, config)
+  lengths = [16, 10, 13, 16]
+  ntokens, ntargets = sum(lengths), 4 * config.data.max_predictions
+  for t in range(2):
+    state, m = jax.device_get(train_step(state, random_batch(config, t, lengths)))
+    want = m['mlm_drop'] * ntargets / ntokens
+    if t == 0:
+      want += 0.05 * (m['kl_global'] + m['kl_local'])
+    np.testing.assert_allclose(m['loss'], want, rtol=1e-5)

@@ -136,7 +136,7 @@ def test_missing_empty_unknown_and_unpaired_files_are_refused(tmp_path):
   sst2 = tasks.get('sst2')
   cases = {str(tmp_path / 'absent.csv'): 'no such file',
            str(tmp_path / 'train.parquet'):
-               "unknown file type '.parquet'; use one of .csv, .tsv, .jsonl"}
+               "unknown file type '.parquet'; use one of .csv, .tsv, .txt, .jsonl"}
   (tmp_path / 'empty.csv').write_text('')
   cases[str(tmp_path / 'empty.csv')] = 'the file is empty'
   (tmp_path / 'header.tsv').write_text('sentence\tlabel\n')

@@ -44,12 +44,52 @@ from sctd_jax import step as step_lib
 INPUT_KEYS = ('input_ids', 'token_type_ids', 'attention_mask')
 
 
+def base_config() -> ml_collections.ConfigDict:
+  """Every fine-tuning key (configs/finetune.py; the suites start from it)."""
+  c = ml_collections.ConfigDict()
+  c.init = ''  # Required: pretraining workdir or HF BERT folder.
+  c.task = 'tense'  # A name in sctd_jax.tasks.TASKS.
+  c.seed = 0
+  c.num_seeds = 1  # Seeds seed, seed+1, ...; the paper averages 5.
+  # Score the dev set after every epoch and report the best epoch's (fairseq's
+  # recipe); False: the last step's.
+  c.eval_every_epoch = False
+
+  c.train = ml_collections.ConfigDict(dict(
+      learning_rate=-1.0,  # -1: the task's.
+      batch_size=-1,  # -1: the task's.
+      num_epochs=-1,  # Give at most one of num_epochs and num_steps;
+      num_steps=-1,  # with neither, the task's steps or epochs.
+      warmup_ratio=0.06,  # Linear warmup over this share of the steps, then linear decay.
+      weight_decay=0.01,
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=1e-6,
+      grad_clip_norm=0.0,  # 0 disables clipping.
+      dropout_rate=0.1,  # Hidden and attention dropout while fine-tuning.
+      log_every=50,
+      eval_batch_size=128,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      # Local .csv, .tsv or .jsonl files with GLUE's column names, instead of
+      # the task's own data; give both or neither.
+      train_file='',
+      validation_file='',
+      # Tokens per example (pairs truncated longest first). The paper uses
+      # 256 or 512; 128 holds nearly all GLUE sentences and pairs but BoolQ's.
+      max_length=128,
+      max_train_examples=-1,  # The first N training examples; -1: all.
+  ))
+  return c
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first bad key."""
   check = config_lib.check
-  check(bool(c.init) and os.path.isfile(os.path.join(c.init, 'config.json')),
-        'init', c.init, 'must be a pretraining workdir or a Hugging Face BERT '
-        'folder (a directory with a config.json)')
+  check(bool(c.init) and config_lib.is_pretrained(c.init),
+        'init', c.init, 'must be a pretraining workdir, a Hugging Face BERT '
+        'folder (a directory with a config.json) or a Hub id')
   tasks.get(c.task)
   check(c.num_seeds >= 1, 'num_seeds', c.num_seeds, 'must be >= 1')
   t = c.train
@@ -93,13 +133,38 @@ def encode(tokenizer, task: tasks.Task, examples, max_length: int) -> dict:
   """Token ids, segment ids (pairs via the tokenizer's pair encoding), mask
   and labels as arrays padded to `max_length`, so every batch has one shape
   and the steps compile once; long texts are cut, the longer one first."""
-  encoded = tokenizer(*(list(examples[column]) for column in task.text_columns),
-                      padding='max_length', truncation=True, max_length=max_length,
-                      return_token_type_ids=True, return_tensors='np')
-  arrays = {key: encoded[key].astype(np.int32) for key in INPUT_KEYS}
+  pairs = ([[list(examples[column]) for column in task.text_columns]]
+           if task.pairs is None else task.pairs(examples[:]))
+  encoded = [tokenizer(*texts, padding='max_length', truncation=True,
+                       max_length=max_length, return_token_type_ids=True,
+                       return_tensors='np') for texts in pairs]
+  # A multiple-choice example is [choices, max_length].
+  join = (lambda xs: np.stack(xs, 1)) if task.multiple_choice else (lambda xs: xs[0])
+  arrays = {key: join([e[key] for e in encoded]).astype(np.int32) for key in INPUT_KEYS}
+  if task.group is not None:
+    _, arrays['group'] = np.unique([task.group(e) for e in examples],
+                                   return_inverse=True)
   label_dtype = np.float32 if task.num_labels == 1 else np.int32
   arrays[tasks.LABEL] = np.asarray(list(examples[tasks.LABEL]), label_dtype)
   return arrays
+
+
+class BertForMultipleChoice(nn.Module):
+  """HF's BertForMultipleChoice: each of the `num_labels` (premise,
+  alternative) pairs [B, C, S] gets one score from its pooled [CLS] state;
+  the scores are the logits over the alternatives."""
+  cfg: models.BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, attention_mask, deterministic=True):
+    flat = lambda x: x.reshape(-1, x.shape[-1])
+    _, _, pooled = models.BertModel(self.cfg, name='bert')(
+        flat(input_ids), flat(token_type_ids), flat(attention_mask), None, deterministic)
+    pooled = nn.Dropout(self.cfg.dropout_rate)(pooled, deterministic=deterministic)
+    score = nn.Dense(1, kernel_init=nn.initializers.normal(self.cfg.initializer_range),
+                     name='classifier')(pooled)
+    return score.reshape(input_ids.shape[:-1]).astype(jnp.float32)
 
 
 def task_loss(logits, labels, num_labels: int):
@@ -147,7 +212,8 @@ def predict(predict_step, params, arrays: dict, batch_size: int,
   n = len(arrays[tasks.LABEL])
   outputs = []
   for start in range(0, n, batch_size):
-    pad = lambda x: np.pad(x, [(0, max(0, start + batch_size - n)), (0, 0)])
+    pad = lambda x: np.pad(x, [(0, max(0, start + batch_size - n))] +
+                           [(0, 0)] * (x.ndim - 1))
     batch = {key: pad(arrays[key][start:start + batch_size]) for key in INPUT_KEYS}
     outputs.append(np.asarray(predict_step(params, batch)))
   logits = np.concatenate(outputs)[:n]
@@ -184,6 +250,31 @@ def train(train_step, state, batches, key, t, desc: str):
   return state
 
 
+def primary_metric(task: tasks.Task) -> str:
+  """The score the paper's tables give for `task`: its first metric on its
+  first validation split (MNLI: accuracy_m)."""
+  return task.metrics[0] + task.validation_splits[0][1]
+
+
+def train_and_score(train_step, predict_step, state, batches, key, t, splits,
+                    task: tasks.Task, desc: str, steps_per_epoch: int = 0):
+  """Trains `t.num_steps` steps and returns (scores, predictions) on the
+  dev splits at the end or, with `steps_per_epoch`, after every epoch, the
+  best epoch's by the task's primary metric (fairseq's recipe). The chunks
+  run the same steps as one call: dropout keys follow the state's step."""
+  best, done = None, 0
+  while done < t.num_steps:
+    chunk = min(steps_per_epoch or t.num_steps, t.num_steps - done)
+    state = train(train_step, state, batches, key,
+                  ml_collections.ConfigDict({**t.to_dict(), 'num_steps': chunk}), desc)
+    done += chunk
+    scores, rows = evaluate(predict_step, state.params, splits, task,
+                            t.eval_batch_size)
+    if best is None or scores[primary_metric(task)] > best[0][primary_metric(task)]:
+      best = scores, rows
+  return best
+
+
 def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
   """The task's metrics on every validation split (named with the split's
   suffix), and a predictions.jsonl row per example."""
@@ -191,20 +282,34 @@ def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
   for split, arrays in splits:
     predictions = predict(predict_step, params, arrays, batch_size, task.num_labels)
     labels = arrays[tasks.LABEL]
-    scores.update(glue_metrics.compute(task.metrics, predictions, labels, split.suffix))
+    scores.update(glue_metrics.compute(task.metrics, predictions, labels,
+                                       split.suffix, arrays.get('group')))
     rows += [{'split': split.name, 'index': i, 'prediction': p.item(), 'label': y.item()}
              for i, (p, y) in enumerate(zip(predictions, labels))]
   return scores, rows
 
 
-def summarize(config, task: tasks.Task, runs: list[dict]) -> dict:
+def summarize(name: str, init: str, runs: list[dict], **extra) -> dict:
   """eval_results.json: each metric's mean over seeds at the top level, its
   population standard deviation under `std`, the seeds' values under `per_seed`."""
-  per_seed = {name: [run[name] for run in runs] for name in runs[0]}
-  return {'task': task.name, 'init': config.init, 'num_seeds': len(runs),
-          **{name: float(np.mean(values)) for name, values in per_seed.items()},
-          'std': {name: float(np.std(values)) for name, values in per_seed.items()},
+  per_seed = {metric: [run[metric] for run in runs] for metric in runs[0]}
+  return {'task': name, 'init': init, **extra, 'num_seeds': len(runs),
+          **{metric: float(np.mean(values)) for metric, values in per_seed.items()},
+          'std': {metric: float(np.std(values)) for metric, values in per_seed.items()},
           'per_seed': per_seed}
+
+
+def epochs_config(learning_rate: float, batch_size: int, num_epochs: float,
+                  num_examples: int) -> ml_collections.ConfigDict:
+  """The keys `step.make_optimizer` and `train` read, for `num_epochs` over
+  `num_examples` (SQuAD's windows, NER's shots): AdamW, 10% warmup, linear
+  decay to 0."""
+  num_steps = max(1, round(num_epochs * num_examples / batch_size))
+  return ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate, num_steps=num_steps,
+      warmup_steps=int(round(0.1 * num_steps)), end_learning_rate=0.0, lr_power=1.0,
+      weight_decay=0.01, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6,
+      grad_clip_norm=0.0, log_every=50, batch_size=batch_size))
 
 
 def load_arrays(config, task: tasks.Task, tokenizer):
@@ -244,7 +349,8 @@ def finetune(config, workdir: str) -> dict:
 
   rate = config.train.dropout_rate
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
-  model = models.BertForSequenceClassification(cfg, task.num_labels)
+  model = (BertForMultipleChoice if task.multiple_choice else
+           models.BertForSequenceClassification)(cfg, task.num_labels)
   # Linear warmup, then linear decay to 0.
   optimizer = step_lib.make_optimizer(step_lib.learning_rate_schedule(
       t.learning_rate, t.warmup_steps, t.num_steps), t)
@@ -259,10 +365,11 @@ def finetune(config, workdir: str) -> dict:
         params=init_params(model, bert_params, init_key))
     # An array step from the start, so the first call compiles the only program.
     state = state.replace(step=jnp.zeros((), jnp.int32))
-    state = train(train_step, state, train_batches(train_arrays, t.batch_size, seed),
-                  dropout_key, t, f'{task.name} seed {seed}')
-    scores, rows = evaluate(predict_step, state.params, splits, task,
-                            t.eval_batch_size)
+    epoch = math.ceil(num_examples / t.batch_size) if config.eval_every_epoch else 0
+    scores, rows = train_and_score(
+        train_step, predict_step, state,
+        train_batches(train_arrays, t.batch_size, seed), dropout_key, t, splits,
+        task, f'{task.name} seed {seed}', epoch)
     logging.info('%s seed %d: %s', task.name, seed,
                  ', '.join(f'{name} {value:.4f}' for name, value in scores.items()))
     if not runs:
@@ -270,7 +377,7 @@ def finetune(config, workdir: str) -> dict:
         f.writelines(json.dumps(row) + '\n' for row in rows)
     runs.append(scores)
 
-  results = summarize(config, task, runs)
+  results = summarize(task.name, config.init, runs)
   metrics_log.write_json(os.path.join(workdir, 'eval_results.json'), results)
   logging.info('%s over %d seeds: %s', task.name, len(runs), ', '.join(
       f'{name} {results[name]:.4f} ± {results["std"][name]:.4f}' for name in runs[0]))

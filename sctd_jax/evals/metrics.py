@@ -49,14 +49,30 @@ def spearman(predictions, labels) -> float:
   return _correlation(stats.spearmanr, predictions, labels)
 
 
-METRICS = {'accuracy': accuracy, 'f1': f1, 'mcc': matthews_corrcoef,
+def question_exact_match(predictions, labels, groups) -> float:
+  """MultiRC's EM: the share of questions (`groups`, one id per answer
+  option) whose every answer option is predicted right."""
+  right = np.asarray(predictions) == np.asarray(labels)
+  _, question = np.unique(np.asarray(groups), return_inverse=True)
+  wrong = np.zeros(question.max() + 1, bool)
+  np.logical_or.at(wrong, question, ~right)
+  return float(np.mean(~wrong))
+
+
+# MultiRC's F1a is the binary F1 over all answer options.
+METRICS = {'accuracy': accuracy, 'f1': f1, 'f1a': f1, 'mcc': matthews_corrcoef,
            'pearson': pearson, 'spearman': spearman}
+GROUPED = {'em': question_exact_match}
 
 
-def compute(names, predictions, labels, suffix: str = '') -> dict[str, float]:
+def compute(names, predictions, labels, suffix: str = '',
+            groups=None) -> dict[str, float]:
   """{name + suffix: score} for the metric `names` of a task, e.g. MNLI's
-  matched split as {'accuracy_m': ...}."""
-  unknown = set(names) - METRICS.keys()
+  matched split as {'accuracy_m': ...}; `groups` (question ids) for 'em'."""
+  unknown = set(names) - METRICS.keys() - GROUPED.keys()
   if unknown:
-    raise ValueError(f'Unknown metrics {sorted(unknown)}; known: {sorted(METRICS)}.')
-  return {name + suffix: METRICS[name](predictions, labels) for name in names}
+    raise ValueError(f'Unknown metrics {sorted(unknown)}; known: '
+                     f'{sorted({**METRICS, **GROUPED})}.')
+  return {name + suffix: (GROUPED[name](predictions, labels, groups)
+                          if name in GROUPED else METRICS[name](predictions, labels))
+          for name in names}

@@ -28,6 +28,7 @@ from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax.evals import plots
+from sctd_jax.evals import suites
 
 # Keys each metrics.jsonl row needs for the budget and the loss curves.
 ROW_KEYS = ('step', 'loss', 'step_time_s')
@@ -366,6 +367,12 @@ def write_report(runs: list[Run], out: str, baseline: Run | None) -> str:
            *finetune_table(runs), '']
     plot_finetune(runs, figure('finetune.png'))
     figures.append(('Fine-tuning', 'finetune.png'))
+  summaries = {run.name: suites.read_summary(run.path) for run in runs}
+  if any(summaries.values()):
+    md += ['## Fine-tuning suites (Tables 2 and 3)', '',
+           'Score in % of each task (its primary metric, best dev epoch, mean '
+           'over seeds), from `sctd_jax.evals.suites`.', '',
+           *suites.paper_table({k: v for k, v in summaries.items() if v}), '']
   if any(run.probe for run in runs):
     md += ['## Probing (Figures 4 and 8)', '',
            "Test accuracy of a linear probe on each layer's sentence vectors: "

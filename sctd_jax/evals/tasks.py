@@ -8,6 +8,7 @@ MNLI's `premise`, `hypothesis`; BoolQ's `question`, `passage`) and `label`,
 an integer class or, for a regression task (one label), a float.
 """
 
+import collections
 import csv
 import dataclasses
 import math
@@ -37,6 +38,16 @@ class Task:
   validation_splits: tuple[tuple[str, str], ...] = (('validation', ''),)
   # Built-in: (seed, count) -> columns; train and validation use other seeds.
   generate: Callable[[int, int], dict] | None = None
+  # Texts the model reads, from a batch of examples: one (firsts, seconds)
+  # pair of lists, or one per choice of a multiple-choice task. None: the
+  # text columns as they are.
+  pairs: Callable[[dict], list[tuple[list, list]]] | None = None
+  # Example -> the id of the question it belongs to, for per-question scores.
+  group: Callable[[dict], str] | None = None
+  # Official local files in another layout: dataset -> the task's rows.
+  flatten: Callable[[datasets.Dataset], datasets.Dataset] | None = None
+  # One score per (pair of `pairs`), the label the best one's index (COPA).
+  multiple_choice: bool = False
 
 
 def _glue(name, text_columns, num_labels, metrics, lr, batch_size, steps, **kw):
@@ -44,12 +55,45 @@ def _glue(name, text_columns, num_labels, metrics, lr, batch_size, steps, **kw):
               num_steps=steps, hub=('nyu-mll/glue', name), **kw)
 
 
-def _super_glue(name, text_columns, num_labels, lr, batch_size, epochs):
+def _super_glue(name, text_columns, num_labels, lr, batch_size, epochs,
+                metrics=('accuracy',), **kw):
   # SuperGLUE's Hub home since 'super_glue' moved, one config per task, read
   # from Parquet (datasets 4+ run no loading scripts). Not checked on this
   # offline machine: a local copy can be given as data.train_file etc.
-  return Task(name, text_columns, num_labels, ('accuracy',), lr, batch_size,
-              num_epochs=epochs, hub=('aps/super_glue', name))
+  return Task(name, text_columns, num_labels, metrics, lr, batch_size,
+              num_epochs=epochs, hub=('aps/super_glue', name), **kw)
+
+
+def _copa_pairs(examples: dict) -> list[tuple[list, list]]:
+  """COPA as two (premise + its question, alternative) pairs, one per
+  choice; the question asks for the cause or the effect."""
+  firsts = [f'{p} What was the {q}?' for p, q in
+            zip(examples['premise'], examples['question'])]
+  return [(firsts, list(examples['choice1'])), (firsts, list(examples['choice2']))]
+
+
+def _multirc_pairs(examples: dict) -> list[tuple[list, list]]:
+  """MultiRC: each answer option judged true or false against its paragraph."""
+  return [(list(examples['paragraph']),
+           [f'{q} {a}' for q, a in zip(examples['question'], examples['answer'])])]
+
+
+def _multirc_flatten(nested: datasets.Dataset) -> datasets.Dataset:
+  """The official MultiRC JSONL (a passage, its questions, their answers)
+  as one row per answer option, in the Hub's columns."""
+  if 'passage' not in nested.column_names:
+    return nested
+  rows = collections.defaultdict(list)
+  for passage, p_idx in zip(nested['passage'], nested['idx']):
+    for question in passage['questions']:
+      for answer in question['answers']:
+        for key, value in (('paragraph', passage['text']),
+                           ('question', question['question']),
+                           ('answer', answer['text']), (LABEL, answer.get('label', -1)),
+                           ('idx', {'paragraph': p_idx, 'question': question['idx'],
+                                    'answer': answer['idx']})):
+          rows[key].append(value)
+  return datasets.Dataset.from_dict(dict(rows))
 
 
 def _tense(seed: int, count: int) -> dict:
@@ -80,6 +124,16 @@ def _builtin(name, text_columns, num_labels, metrics, generate,
 
 
 PAIR = ('sentence1', 'sentence2')
+
+
+def _sick_flatten(examples: datasets.Dataset) -> datasets.Dataset:
+  """SICK's files (SICK_train.txt: pair_ID, sentence_A, sentence_B,
+  relatedness_score, ...) with the relatedness score, 1-5, as the label."""
+  if 'relatedness_score' not in examples.column_names:
+    return examples
+  if LABEL in examples.column_names:
+    examples = examples.remove_columns(LABEL)
+  return examples.rename_column('relatedness_score', LABEL)
 TASKS = {t.name: t for t in (
     # Table 7: lr, batch size, steps. The paper's label count for CB (2) is
     # a typo: CB is three-way (entailment, contradiction, neutral).
@@ -93,6 +147,19 @@ TASKS = {t.name: t for t in (
                              ('validation_mismatched', '_mm'))),
     _super_glue('boolq', ('question', 'passage'), 2, 1e-5, 16, 10),
     _super_glue('cb', ('premise', 'hypothesis'), 3, 2e-5, 16, 20),
+    _super_glue('copa', ('premise', 'choice1', 'choice2', 'question'), 2, 2e-5, 16,
+                10, pairs=_copa_pairs, multiple_choice=True),
+    # F1a over all answer options, EM over questions (all options right).
+    _super_glue('multirc', ('paragraph', 'question', 'answer'), 2, 2e-5, 32, 10,
+                metrics=('f1a', 'em'), pairs=_multirc_pairs,
+                group=lambda e: f"{e['idx']['paragraph']}-{e['idx']['question']}",
+                flatten=_multirc_flatten),
+    # SICK-R (Tables 1, 6), regression scored by Spearman. Table 7 has no
+    # row for it: STS-B's learning rate and batch, 10 epochs (STS-B's steps
+    # are about 10 epochs).
+    Task('sickr', ('sentence_A', 'sentence_B'), 1, ('spearman', 'pearson'), 2e-5, 32,
+         num_epochs=10, hub=('RobZamp/sick',), flatten=_sick_flatten,
+         validation_splits=(('validation', ''),)),
     # Built in, offline: SentEval-style probes and an MRPC-like pair task.
     _builtin('tense', ('sentence',), len(synthetic.TENSES), ('accuracy',), _tense),
     _builtin('subj_num', ('sentence',), len(synthetic.SUBJECT_NUMBERS),
@@ -104,7 +171,7 @@ TASKS = {t.name: t for t in (
 # Built-in sizes and seeds; the validation seed differs from the train one.
 BUILTIN_SIZES = {'train': 2000, 'validation': 500}
 BUILTIN_SEEDS = {'train': 1000, 'validation': 1001}
-FILE_KINDS = {'.csv': 'csv', '.tsv': 'csv', '.jsonl': 'json'}
+FILE_KINDS = {'.csv': 'csv', '.tsv': 'csv', '.txt': 'csv', '.jsonl': 'json'}
 
 
 class Split(NamedTuple):
@@ -148,6 +215,8 @@ def load(task: Task, train_file: str = '', validation_file: str = '') -> TaskDat
         task.generate(BUILTIN_SEEDS[split], BUILTIN_SIZES[split]))
     return TaskData(build('train'), (Split('validation', '', build('validation')),))
   splits = datasets.load_dataset(*task.hub)
+  if task.flatten is not None:
+    splits = {name: task.flatten(split) for name, split in splits.items()}
   return TaskData(splits['train'], tuple(Split(name, suffix, splits[name])
                                          for name, suffix in task.validation_splits))
 
@@ -170,13 +239,17 @@ def _read_file(task: Task, path: str, key: str) -> datasets.Dataset:
     raise ConfigError(f'{where}: the file is empty; it needs a header row (csv, '
                       'tsv) and at least one example.')
   # GLUE's .tsv files are not quoted: a quote character is text.
-  options = dict(delimiter='\t', quoting=csv.QUOTE_NONE) if extension == '.tsv' else {}
+  # SICK's .txt files are tab-separated too.
+  options = (dict(delimiter='\t', quoting=csv.QUOTE_NONE)
+             if extension in ('.tsv', '.txt') else {})
   try:
     examples = datasets.load_dataset(FILE_KINDS[extension], data_files={'train': path},
                                      **options)['train']
   except (datasets.exceptions.DatasetsError, ValueError) as e:
     raise ConfigError(f'{where}: not readable as {extension} with at least one '
                       f'example ({e}).') from None
+  if task.flatten is not None:
+    examples = task.flatten(examples)
   _check_columns(task, examples, where)
   return examples
 

@@ -51,6 +51,10 @@ LEGACY_SUFFIXES = {'.gamma': '.weight', '.beta': '.bias'}
 # Not parameters of BertForMaskedLM: BertForPreTraining's next-sentence head
 # and a buffer older HF versions saved.
 IGNORED = re.compile(r'^cls\.seq_relationship\.|(^|\.)position_ids$')
+# A bare BertModel (sentence encoders, distilled BERTs) saves its tensors
+# without the `bert.` prefix the heads' models add.
+BARE_MODULES = ('embeddings.', 'encoder.', 'pooler.')
+MLM_HEAD = 'cls.predictions.'
 
 
 class FormatError(cli.UserError):
@@ -179,10 +183,13 @@ def _normalised(state_dict: dict) -> tuple[dict, list[str]]:
   """Legacy names renamed, ignorable tensors set aside, tied copies checked
   against their sources and dropped."""
   tensors, ignored = {}, []
+  bare = not any(name.startswith('bert.') for name in state_dict)
   for name, value in state_dict.items():
     if IGNORED.search(name):
       ignored.append(name)
       continue
+    if bare and name.startswith(BARE_MODULES):
+      name = 'bert.' + name
     for old, new in LEGACY_SUFFIXES.items():
       if name.endswith(old):
         name = name[:-len(old)] + new
@@ -201,13 +208,18 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
                        seed: int = 0) -> Imported:
   """Our params from HF BERT tensors (NumPy arrays of any float dtype).
 
-  Tied decoder copies and the pooler may be present or not; a missing pooler
-  is initialised as a new model's would be (from `seed`) and listed in
-  `fresh`. Anything else missing, unused or mis-shaped raises FormatError."""
+  Accepts BertForMaskedLM, BertForPreTraining (next-sentence head ignored)
+  and bare BertModel tensors (no `bert.` prefix), with legacy gamma/beta
+  names. Tied decoder copies, the pooler and the MLM head may be present or
+  not; a missing pooler or MLM head is initialised as a new model's would be
+  (from `seed`) and listed in `fresh`. Anything else missing, unused or
+  mis-shaped raises FormatError."""
   tensors, ignored = _normalised(state_dict)
   hf_config = to_hf_config(cfg)
-  pooler = pooler_shapes(hf_config)
-  check_tensors(tensors, {**hf_bert_shapes(hf_config), **pooler}, optional=pooler)
+  expected = {**hf_bert_shapes(hf_config), **pooler_shapes(hf_config)}
+  optional = [name for name in expected
+              if name in POOLER or name.startswith(MLM_HEAD)]
+  check_tensors(tensors, expected, optional=optional)
 
   model = models.BertForMaskedLM(cfg)
   init = lambda rng: models.init_params(model, rng)

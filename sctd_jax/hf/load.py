@@ -4,7 +4,10 @@
 A path is either a training workdir (`config.json` of the run,
 `tokenizer/`, Orbax `checkpoints/`) or a Hugging Face BERT folder
 (`config.json`, `model.safetensors` or, with torch, `pytorch_model.bin`,
-tokenizer files), told apart by the keys of its config.json.
+tokenizer files), told apart by the keys of its config.json. An HF folder
+may hold BertForMaskedLM, BertForPreTraining or a bare BertModel (see
+`format.from_hf_state_dict`); a name that is not a local path is a Hub id,
+downloaded where the Hub is reachable.
 """
 
 import json
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import huggingface_hub
 import safetensors.numpy
 import transformers
 
@@ -47,10 +51,32 @@ def _read_json(path: str, what: str) -> dict:
   return json.loads(path.read_text())
 
 
+# Files of a Hub BERT repository that loading reads.
+HUB_FILES = ('config.json', '*.safetensors', 'pytorch_model.bin', 'vocab.txt',
+             'tokenizer*', 'special_tokens_map.json')
+
+
+def resolve(path: str) -> str:
+  """A local folder for `path`: itself if it exists, else the snapshot of
+  the Hub repository of that id (FormatError if the Hub is unreachable)."""
+  if os.path.exists(path) or not config_lib.is_hub_id(path):
+    return path
+  try:
+    return huggingface_hub.snapshot_download(path, allow_patterns=list(HUB_FILES))
+  except (huggingface_hub.errors.HfHubHTTPError,
+          huggingface_hub.errors.LocalEntryNotFoundError, OSError) as e:
+    raise FormatError(
+        f'{path!r} is not a local folder, and as a Hugging Face Hub id it could '
+        f'not be fetched ({type(e).__name__}: {str(e).splitlines()[0]}). Where the '
+        f'Hub is reachable run `huggingface-cli download {path} --local-dir DIR` '
+        'and pass DIR instead.') from None
+
+
 def load_pretrained(path: str):
-  """(model, params, tokenizer) of a training workdir (its newest checkpoint)
-  or an HF BERT folder. `model.apply({'params': params}, input_ids,
+  """(model, params, tokenizer) of a training workdir (its newest checkpoint),
+  an HF BERT folder or a Hub id. `model.apply({'params': params}, input_ids,
   token_type_ids, attention_mask)` gives MLM logits [B, S, V]."""
+  path = resolve(path)
   config = _read_json(os.path.join(path, 'config.json'),
                       'a training workdir or a Hugging Face BERT folder has one')
   load = load_workdir if 'model' in config and 'train' in config else load_hf_folder
@@ -126,26 +152,52 @@ def load_hf_folder(folder: str) -> Pretrained:
   return Pretrained(models.BertForMaskedLM(cfg), params, tokenizer, None)
 
 
+def adopt_shape(config) -> None:
+  """Gives `config.model` the architecture of the HF folder (or Hub id)
+  `config.init_from` when every architecture key is at its default, so
+  `init_from=FOLDER` alone continues pretraining any BERT. A config that sets
+  one is left alone; `warm_start` then names each override it needs."""
+  defaults = config_lib.base_config().model
+  if not config.init_from or any(config.model[k] != defaults[k]
+                                 for k in ARCHITECTURE_KEYS):
+    return
+  source = _source_model(config.init_from)
+  with config.unlocked():
+    config.model.update({k: source[k] for k in ARCHITECTURE_KEYS
+                         if k != 'vocab_size'})  # -1 takes the tokenizer's.
+  logging.info('Model shape from init_from %s: %s.', config.init_from,
+               {k: source[k] for k in ARCHITECTURE_KEYS})
+
+
+def _source_model(folder: str) -> dict:
+  try:
+    return hf_format.model_config_values(_read_json(
+        os.path.join(resolve(folder), 'config.json'), 'an HF model folder has one'))
+  except FormatError as e:
+    raise config_lib.ConfigError(f'config key init_from={folder!r}: {e}') from None
+
+
 def warm_start(config, model: models.BertForMaskedLM, tokenizer, state):
   """`state` with the params of the HF folder `config.init_from`, placed like
   the fresh ones. Refuses (ConfigError naming the keys) a folder whose model
   differs from `config.model` or whose vocabulary differs from `tokenizer`."""
-  folder = config.init_from
+  source = _source_model(config.init_from)
+  overrides = [f'--config.model.{k}={source[k]}' for k in ARCHITECTURE_KEYS
+               if source[k] != config.model[k]]
+  if overrides:
+    raise config_lib.ConfigError(
+        f'config key init_from={config.init_from!r}: its model differs from the '
+        f'config; pass {" ".join(overrides)} (or leave every model shape key at '
+        'its default to take the folder\'s).')
+  folder = resolve(config.init_from)
   try:
-    source = hf_format.model_config_values(_read_json(
-        os.path.join(folder, 'config.json'), 'an HF model folder has one'))
-    diffs = [f'model.{k}: init_from has {source[k]!r}, config {config.model[k]!r}'
-             for k in ARCHITECTURE_KEYS if source[k] != config.model[k]]
-    if diffs:
-      raise FormatError(f'its model differs from the config ({"; ".join(diffs)}); '
-                        'set those model.* keys to its values.')
     if transformers.AutoTokenizer.from_pretrained(folder).get_vocab() != tokenizer.get_vocab():
       raise FormatError('its tokenizer differs from the one in the workdir; the '
                         'weights only make sense with their own vocabulary, so '
                         'start from a --workdir without tokenizer/.')
     params = _import(folder, model.cfg).params
   except FormatError as e:
-    raise config_lib.ConfigError(f'config key init_from={folder!r}: {e}') from None
+    raise config_lib.ConfigError(f'config key init_from={config.init_from!r}: {e}') from None
   # Built shard by shard, so a multi-host mesh gets each host's part.
   place = lambda new, old: jax.make_array_from_callback(
       old.shape, old.sharding, lambda index: new[index])
