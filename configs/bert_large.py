@@ -5,6 +5,4 @@ from sctd_jax import config as config_lib
 
 
 def get_config():
-  c = config_lib.bert_large_config()
-  c.data.source = ''  # Required: --config.data.source=hf:... or files:...
-  return c
+  return config_lib.bert_large_config()

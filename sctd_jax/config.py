@@ -167,10 +167,13 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def bert_large_config() -> ml_collections.ConfigDict:
-  """BERT-large (24 layers, hidden 1024, 16 heads) with the paper's recipe."""
+  """BERT-large (24 layers, hidden 1024, 16 heads) with the paper's recipe;
+  a run must name its corpus (`data.source`): the toy grammar is no corpus
+  for a model this size."""
   c = base_config()
   c.model.update(hidden_size=1024, num_layers=24, num_heads=16,
                  intermediate_size=4096)
+  c.data.source = ''  # Required: --config.data.source=hf:... or files:...
   return c
 
 
