@@ -10,7 +10,7 @@ import pytest
 
 from test_train import ROOT
 
-SHAPE = ['--config', 'configs/bench.py', '--config.model.num_layers=3',
+SHAPE = ['--config', 'configs/bench.py', '--config.model.num_layers=4',
          '--config.model.hidden_size=32', '--config.model.num_heads=2',
          '--config.model.intermediate_size=64', '--config.model.vocab_size=500',
          '--config.data.seq_len=16', '--config.data.max_predictions=3',
@@ -58,7 +58,7 @@ def test_checkpoint_times_save_and_restore_of_this_shape(tmp_path):
   # HF's BertForMaskedLM of the same shape (tied decoder) counts the
   # parameters independently; it drops BERT's pooler, which ours keeps.
   hf = transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=500, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+      vocab_size=500, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
       intermediate_size=64, max_position_embeddings=512))
   assert c['params'] == hf.num_parameters() + 32 * 32 + 32
   assert 0 < c['save_blocking_s'] <= c['save_total_s']
