@@ -65,19 +65,21 @@ class Checkpointer:
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def restore(self, abstract_state, shape: dict, step: int | None = None):
+  def restore(self, abstract_state, shape: dict, step: int | None = None,
+              quarantine: bool = True):
     """(state, data_state) of `step`, or of the newest readable checkpoint.
 
-    An unreadable checkpoint is moved aside (never deleted) with a warning and
-    the previous one is tried; a checkpoint of another model shape is
-    refused. Returns None when there is no checkpoint."""
+    An unreadable checkpoint is moved aside (never deleted; with
+    `quarantine=False`, as readers such as export want, left in place) with
+    a warning and the previous one is tried; a checkpoint of another model
+    shape is refused. Returns None when there is no checkpoint."""
     steps = [step] if step is not None else self.steps()[::-1]
     for s in steps:
       try:
         saved = self.manager.restore(s, args=ocp.args.Composite(
             shape=ocp.args.JsonRestore()))['shape']
       except Exception as e:  # Orbax raises many types for damaged files.
-        self._quarantine(s, e)
+        self._unreadable(s, e, quarantine)
         continue
       _check_shape(saved, shape, str(self.directory / str(s)))
       try:
@@ -87,21 +89,22 @@ class Checkpointer:
       except Exception as e:
         if step is not None:
           raise
-        self._quarantine(s, e)
+        self._unreadable(s, e, quarantine)
         continue
       logging.info('Restored checkpoint %s/%d.', self.directory, s)
       return out['state'], out['data']
     return None
 
-  def _quarantine(self, step: int, error: Exception) -> None:
+  def _unreadable(self, step: int, error: Exception, quarantine: bool) -> None:
     path = self.directory / str(step)
     aside = path.parent / f'{path.name}.unreadable-{int(time.time())}'
-    logging.warning('Checkpoint %s is unreadable (%s: %s); moved it to %s and '
-                    'trying the previous one.', path, type(error).__name__,
-                    str(error).splitlines()[0][:200] if str(error) else '', aside)
-    if path.exists():
+    logging.warning('Checkpoint %s is unreadable (%s: %s); %s and trying the '
+                    'previous one.', path, type(error).__name__,
+                    str(error).splitlines()[0][:200] if str(error) else '',
+                    f'moved it to {aside}' if quarantine else 'left it in place')
+    if quarantine and path.exists():
       path.rename(aside)
-    self.manager.reload()
+      self.manager.reload()
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

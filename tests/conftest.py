@@ -106,3 +106,31 @@ def compilation_cache(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('xla'))
   jax.config.update('jax_compilation_cache_dir', path)
   os.environ['SCTD_JAX_COMPILATION_CACHE'] = path
+
+
+# The slow tier: tests that start several training processes, an emulator or
+# full CLI fault runs. `python -m pytest tests` (the README's command) skips
+# them; `python -m pytest --slow -m slow tests` runs only them (CI runs both).
+SLOW_FILES = {'test_cloud.py', 'test_preemption.py', 'test_topology.py',
+              'test_launch.py', 'test_faults_cli.py', 'test_data_multiprocess.py',
+              'test_multiprocess.py', 'test_data_reproducible.py'}
+
+
+def pytest_addoption(parser):
+  parser.addoption('--slow', action='store_true',
+                   help='also run the slow tier (tests marked slow)')
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: the slow tier; runs with --slow')
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if os.path.basename(str(item.fspath)) in SLOW_FILES:
+      item.add_marker(pytest.mark.slow)
+  if not config.getoption('--slow'):
+    skip = pytest.mark.skip(reason='slow tier: run with --slow')
+    for item in items:
+      if 'slow' in item.keywords:
+        item.add_marker(skip)

@@ -1,9 +1,6 @@
 """Two processes joined by jax.distributed (gloo CPU collectives) train like
-one process holding both devices: the same metrics at every step.
-
-The final parameters are not compared: hf.load.load_workdir cannot read a
-checkpoint written by two processes from one process (Orbax's topology
-check), so that comparison waits on a fix there."""
+one process holding both devices: the same metrics at every step, and the
+same final parameters, read back by one process (as export reads them)."""
 
 import json
 import os
@@ -12,7 +9,10 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
+
+from sctd_jax.hf import load as hf_load
 
 from test_train import ROOT, SMALL
 
@@ -80,4 +80,10 @@ def test_two_processes_train_like_one(tmp_path):
     want = [r.get(key) for r in a if r.get(key) is not None]
     assert want, f'{key} is missing from both runs'   # not a vacuous pass
     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=key)
+  assert sorted(os.listdir(multi / 'checkpoints')) == ['6']
+  # One process reads the two-process checkpoint, and leaves it in place.
+  want = hf_load.load_workdir(str(single)).params
+  got = hf_load.load_workdir(str(multi)).params
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+               got, want)
   assert sorted(os.listdir(multi / 'checkpoints')) == ['6']

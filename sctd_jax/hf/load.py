@@ -25,6 +25,7 @@ import safetensors.numpy
 import transformers
 
 from sctd_jax import checkpointing
+from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax.hf import format as hf_format
 from sctd_jax.hf.format import FormatError
@@ -102,7 +103,21 @@ def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
     model = models.BertForMaskedLM(step_lib.model_config(config, vocab_size))
     abstract = jax.eval_shape(lambda: step_lib.create_train_state(
         config, model, jnp.zeros(vocab_size), jax.random.PRNGKey(0)))
-    restored = checkpointer.restore(abstract, checkpointing.model_shape(config), step)
+    # Onto this process's first device, whatever mesh and process count
+    # wrote the checkpoint; a reader never moves a checkpoint aside.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+    try:
+      restored = checkpointer.restore(abstract, checkpointing.model_shape(config), step,
+                                      quarantine=False)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, cli.UserError):
+        raise
+      # Orbax raises many types for a damaged checkpoint.
+      first = str(e).splitlines()[0][:300] if str(e) else ''
+      raise FormatError(f'Checkpoint {step} in {directory} cannot be read '
+                        f'({type(e).__name__}: {first}).') from None
   finally:
     checkpointer.close()
   if restored is None:
