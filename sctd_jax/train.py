@@ -5,6 +5,8 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 """
 
 import os
+import shlex
+import sys
 import time
 
 from absl import flags
@@ -59,7 +61,7 @@ def setup(config, workdir: str, mesh):
   state, state shardings, data position, checkpointer); process 0 writes
   workdir/config.json once the config is known to fit."""
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  cli.output_dir(workdir, '--workdir')
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
@@ -98,6 +100,7 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
   `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row."""
+  run_started = time.perf_counter()
   cli.use_compilation_cache()
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, position, checkpointer = setup(
@@ -109,10 +112,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info('%s: %s parameters, method %s, %s at step %d', workdir,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
                config.method, 'resuming' if first_step else 'starting', first_step)
+  entropy = pipeline.unigram_entropy(
+      sources.make_source(config, tokenizer, 'validation'))
   logging.info('Unigram entropy of the validation tokens: %.3f nats (a model '
-               'that ignores context scores this MLM loss).',
-               pipeline.unigram_entropy(
-                   sources.make_source(config, tokenizer, 'validation')))
+               'that ignores context scores this MLM loss).', entropy)
   eval_step = step_lib.make_eval_step(model, config)
   val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
@@ -126,14 +129,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_step = step_lib.make_train_step(
       model, config, (state_sharding, batch_sharding, NamedSharding(mesh, P()))
   ).lower(state, batch).compile()
-  logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
+  compile_s = time.perf_counter() - started
+  logging.info('Compiled train_step in %.1f s.', compile_s)
 
   shape = checkpointing.model_shape(config)
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
-                                enabled=jax.process_index() == 0)
+                                  enabled=jax.process_index() == 0,
+                                  unigram_entropy=entropy)
   tokens_per_step = t.batch_size * config.data.seq_len
   pending, last_time, row = [], time.perf_counter(), {}
+  saved = first_step or None  # A resumed run restored that checkpoint.
   try:
     for done in range(first_step + 1, t.num_steps + 1):
       state, metrics = train_step(state, batch)
@@ -156,11 +162,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         pending, last_time = [], time.perf_counter()
       if saving:
         checkpointer.save(done, state, {'position': position}, shape)
+        saved = done
       if stopping:
-        checkpointer.wait()
-        logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
-                        'command to resume.', stop.signal_name, done,
-                        checkpointer.directory, done)
         break
       if done < t.num_steps:
         batch = to_global(next(train_batches))
@@ -169,7 +172,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checkpointer.close()
     stop.restore_handlers()
     reporter.close()
+  if reporter.enabled:
+    print(metrics_log.run_summary(
+        workdir, row.get('step', first_step), t.num_steps, first_step,
+        time.perf_counter() - run_started, compile_s, reporter.last_eval, entropy,
+        reporter.mean_tokens_per_s(tokens_per_step),
+        saved and os.path.join(checkpointer.directory, str(saved)),
+        stop.signal_name, _rerun_command(), t.eval_every), file=sys.stderr,
+        flush=True)
   return row
+
+
+def _rerun_command() -> str | None:
+  """This process's command line if it is this CLI: rerunning it resumes."""
+  if not sys.argv or not sys.argv[0].endswith(os.path.join('sctd_jax', 'train.py')):
+    return None
+  return ' '.join(['python -m sctd_jax.train', *map(shlex.quote, sys.argv[1:])])
 
 
 def define_flags() -> None:
