@@ -20,6 +20,9 @@ SHORTER = {
                       '--config.train.eval_every=10 --config.data.tokenizer_docs=300',
     'sctd_jax.evals.finetune': '--config.train.num_steps=10',
 }
+# SCTD_JAX_QUICKSTART_FULL=1 runs the commands at full length (pytest -s
+# prints each one's time).
+FULL = os.environ.get('SCTD_JAX_QUICKSTART_FULL') == '1'
 
 
 def quickstart_section(text: str) -> str | None:
@@ -45,6 +48,8 @@ def quickstart_blocks() -> tuple[str, list[str]]:
 
 def shorten(block: str) -> str:
   """`block` with SHORTER's overrides appended to each command they name."""
+  if FULL:
+    return block
   lines = block.replace('\\\n', ' ').splitlines()
   for i, line in enumerate(lines):
     module = re.search(r'python -m ([\w.]+)', line)
@@ -76,16 +81,17 @@ def test_quickstart_runs_as_written(tmp_path):
   for block in steps:
     started = time.perf_counter()
     run = subprocess.run(['bash', '-e', '-c', shorten(block)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=None if FULL else 1800)
     print(f'{time.perf_counter() - started:6.1f} s  {block.splitlines()[0]}')
     assert run.returncode == 0, f'{name}:\n{block}\n{run.stderr[-3000:]}'
     outputs.append(run)
   train, _, fill_mask = outputs[:3]
   # The summary names the run's result and the next commands.
   workdir = re.search(r'--workdir (\S+)', steps[0]).group(1)
-  assert 'Finished 20 of 20 steps' in train.stderr, train.stderr[-2000:]
-  assert f'Checkpoint: {tmp_path / workdir / "checkpoints" / "20"}' in train.stderr
   rows = [json.loads(line) for line in open(tmp_path / workdir / 'metrics.jsonl')]
+  steps = rows[-1]['step']
+  assert f'Finished {steps} of {steps} steps' in train.stderr, train.stderr[-2000:]
+  assert f'Checkpoint: {tmp_path / workdir / "checkpoints" / str(steps)}' in train.stderr
   assert f'full {rows[-1]["val_mlm_full"]:.3f}' in train.stderr
   assert f'python -m sctd_jax.export --workdir {workdir}' in train.stderr
   # Five guesses, each a score and the sentence with the mask filled.
@@ -94,7 +100,7 @@ def test_quickstart_runs_as_written(tmp_path):
   for guess in guesses:
     score, sentence = guess.split(maxsplit=1)
     assert 0 <= float(score) <= 1 and '[MASK]' not in sentence
-    assert sentence.startswith('the farmers will ') and sentence.endswith('barn.')
+    assert sentence.startswith('the farmers will') and sentence.endswith('barn.')
   results = json.load(open(tmp_path / workdir / 'finetune' / 'tense' / 'eval_results.json'))
   assert 0 <= results['accuracy'] <= 1
   assert os.path.isfile(tmp_path / workdir / 'probe' / 'probe.json')
