@@ -15,7 +15,9 @@ Anything else is a bug and keeps its traceback.
 
 import logging as pylogging
 import os
+import re
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 from absl import app
@@ -44,21 +46,69 @@ class _LibraryInfoFilter(pylogging.Filter):
         f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
 
 
-def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:
-  """absl's own parsing, with a bad flag or config override (a misspelled
-  key, a value of the wrong type) reported as one line."""
+def output_dir(path: str, flag: str) -> str:
+  """Makes `path`, a command's output folder, if needed and checks that it
+  can be written: a file there or a folder it cannot write is a UserError
+  naming `flag`, before any work is done."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f'{flag}={path} is a file, not a folder; give a new or '
+                    'existing folder.')
   try:
-    return flags.FLAGS(argv)
+    os.makedirs(path, exist_ok=True)
+    tempfile.TemporaryFile(dir=path).close()
+  except OSError as e:
+    raise UserError(f'{flag}={path} cannot be written ({e.strerror}); give a '
+                    'folder you can write to.') from None
+  return path
+
+
+def _unknown_key(error: Exception, argv: Sequence[str]) -> str | None:
+  """'train.num_stepz; did you mean train.num_steps?' from ConfigDict's
+  KeyError (bare, or inside an AttributeError) on a misspelled override, its
+  dotted path taken from the argument that names the key."""
+  while isinstance(error, AttributeError) and error.args and isinstance(
+      error.args[0], KeyError):
+    error = error.args[0]
+  if not isinstance(error, KeyError) or not error.args:
+    return None
+  key = re.match(r"'([^']+)'", str(error.args[0]))
+  guess = re.search(r'Did you mean "([^"]+)"', str(error.args[0]))
+  for arg in argv:
+    parts = arg.lstrip('-').split('=', 1)[0].split('.')
+    if key and key.group(1) in parts[1:]:
+      path = parts[1:parts.index(key.group(1), 1)]
+      return '.'.join(path + [key.group(1)]) + (
+          f'; did you mean {".".join(path + [guess.group(1)])}?' if guess else '.')
+  return None
+
+
+def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:
+  """absl's own parsing, with a bad flag, config file or config override (a
+  misspelled key, a value of the wrong type) reported as one line."""
+  help_hint = '(run with --help to see the flags)'
+  try:
+    argv = flags.FLAGS(argv)
   except flags.Error as e:
     # config_flags wraps the key error in several lines; the first says it.
     message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-    sys.exit(f'error: {message}\nRun with --help to see the flags.')
+    sys.exit(f'error: {message} {help_hint}')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
+    unknown = _unknown_key(e, argv)
+    if unknown:
+      sys.exit(f'error: unknown config key {unknown} The --config file\'s '
+               'get_config() has every key.')
     # ConfigDict says which key is unknown and suggests the nearest one.
     detail = str(e.args[0] if e.args else e).replace('\\n', ' ').replace("\\'", '')
-    sys.exit(f'error: bad flag or config override: {" ".join(detail.split())}\n'
-             'Run with --help to see the flags; config keys are those of the '
-             "--config file's get_config().")
+    sys.exit(f'error: bad flag or config override: {" ".join(detail.split())} '
+             f'{help_hint}')
+  for name in flags.FLAGS:
+    # config_flags keeps a config file's load error until the config is read.
+    error = getattr(flags.FLAGS[name].value, '_error', None)
+    if isinstance(error, OSError):
+      sys.exit(f'error: --{name}={flags.FLAGS[name].config_filename}: '
+               f'{str(error).strip().splitlines()[-1].strip()}; give a config '
+               'file with get_config(), e.g. configs/tiny.py.')
+  return argv
 
 
 def run(main: Callable[[list[str]], None], required: Sequence[str] = (),

@@ -24,6 +24,7 @@ _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest
 def main(argv):
   del argv
   started = time.perf_counter()
+  cli.output_dir(_OUT.value, '--out')
   step = save.export(_WORKDIR.value, _OUT.value, _STEP.value)
   print(f'Exported {_WORKDIR.value} step {step} to {_OUT.value} in '
         f'{time.perf_counter() - started:.1f} s.')

@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import shlex
+import sys
 
 from absl import logging
 import numpy as np
@@ -65,23 +67,32 @@ class NonFiniteLoss(cli.UserError):
 
 
 class Reporter:
-  """Appends rows to `metrics.jsonl`, mirrors them to TensorBoard and the log,
-  and drives a progress bar with step, loss, tokens/s and ETA."""
+  """Appends rows to `metrics.jsonl` and mirrors them to TensorBoard and one
+  progress display: on a terminal a tqdm bar (step, loss, tokens/s, ETA) with
+  evaluations printed above it; otherwise (a log file, a scheduler) a plain
+  log line per row and per evaluation."""
 
   def __init__(self, workdir: str, first_step: int, num_steps: int,
-               enabled: bool = True):
+               enabled: bool = True, unigram_entropy: float | None = None,
+               terminal: bool | None = None):
     # Only process 0 writes; every process checks the (replicated) loss.
     self.enabled = enabled
     if not enabled:
       return
     self.jsonl = paths.resolve(workdir) / 'metrics.jsonl'
     self.tb = tensorboardX.SummaryWriter(str(paths.resolve(workdir) / 'tensorboard'))
+    self.first_step = self.last_step = first_step
     self.num_steps = num_steps
+    self.unigram_entropy = unigram_entropy
+    self.step_seconds = 0.0   # Training time of the steps logged this run.
+    self.last_eval = None
+    if terminal is None:
+      terminal = sys.stderr.isatty()
     self.bar = tqdm.tqdm(total=num_steps, initial=first_step, unit='step',
-                         dynamic_ncols=True, mininterval=1.0)
+                         dynamic_ncols=True, mininterval=1.0) if terminal else None
 
   def advance(self):
-    if self.enabled:
+    if self.enabled and self.bar:
       self.bar.update(1)
 
   def write(self, row: dict):
@@ -97,18 +108,35 @@ class Reporter:
     for key, value in row.items():
       if key != 'step' and value is not None:
         self.tb.add_scalar(key, value, row['step'])
-    if row.get('loss') is not None:
+    self.step_seconds += row['step_time_s'] * (row['step'] - self.last_step)
+    self.last_step = row['step']
+    shown = row.get('loss') is not None  # None: every step of the row was skipped.
+    if shown and self.bar:
       self.bar.set_postfix(loss=f'{row["loss"]:.3f}',
                            tok_s=f'{row["tokens_per_s"]:.0f}', refresh=False)
+    elif shown:
       remaining = (self.num_steps - row['step']) * row['step_time_s']
       logging.info('step %d/%d loss %.4f  %.0f tokens/s  ETA %s', row['step'],
                    self.num_steps, row['loss'], row['tokens_per_s'],
                    _hms(remaining))
+    if 'val_mlm_full' in row:
+      self.last_eval = row
+      line = f'step {row["step"]}: {_validation(row, self.unigram_entropy)}'
+      if self.bar:
+        self.bar.write(line, file=sys.stderr)
+      else:
+        logging.info('%s', line)
+
+  def mean_tokens_per_s(self, tokens_per_step: int) -> float | None:
+    """Over the steps this run logged, evaluations and saves excluded."""
+    steps = self.last_step - self.first_step
+    return tokens_per_step * steps / self.step_seconds if self.step_seconds else None
 
   def close(self):
     if not self.enabled:
       return
-    self.bar.close()
+    if self.bar:
+      self.bar.close()
     self.tb.close()
 
 
@@ -144,6 +172,69 @@ def wandb_log(run, row: dict) -> None:
   """One metrics.jsonl row as W&B values at its step (null terms left out)."""
   run.log({k: v for k, v in row.items() if k != 'step' and v is not None},
           step=row['step'])
+
+
+def _validation(row: dict, unigram_entropy: float | None) -> str:
+  """'validation MLM loss: full 4.580, dropped 4.601 nats; unigram entropy ...'."""
+  text = f'validation MLM loss: full {row["val_mlm_full"]:.3f}'
+  if 'val_mlm_drop' in row:
+    text += f', dropped {row["val_mlm_drop"]:.3f}'
+  text += ' nats'
+  if unigram_entropy is not None:
+    text += (f'; unigram entropy {unigram_entropy:.3f} (the loss of a model '
+             'that ignores context)')
+  return text
+
+
+def next_commands(workdir: str) -> list[tuple[str, str]]:
+  """(what, command) of the steps after pretraining, `workdir` filled in; the
+  same commands as docs/quickstart.md."""
+  q = shlex.quote
+  hf = os.path.join(workdir, 'hf')
+  fill = ("from transformers import pipeline; "
+          f"print(pipeline('fill-mask', model={hf!r})"
+          "('the farmers will [MASK] the horses in the barn.'))")
+  return [
+      ('export to Hugging Face', f'python -m sctd_jax.export --workdir {q(workdir)} '
+       f'--out {q(hf)}'),
+      ('fill-mask in transformers', f'python -c "{fill}"'),
+      ('fine-tune', 'python -m sctd_jax.evals.finetune --config configs/finetune.py '
+       f'--workdir {q(os.path.join(workdir, "finetune", "tense"))} '
+       f'--config.init={q(workdir)} --config.task=tense'),
+      ('probe the layers', f'python -m sctd_jax.evals.probe --init {q(workdir)} '
+       f'--out {q(os.path.join(workdir, "probe"))}'),
+      ('report', f'python -m sctd_jax.evals.report {q(workdir)} '
+       f'--out {q(os.path.join(workdir, "report"))}'),
+  ]
+
+
+def run_summary(workdir: str, step: int, num_steps: int, first_step: int,
+                wall_s: float, compile_s: float, last_eval: dict | None,
+                unigram_entropy: float | None, tokens_per_s: float | None,
+                checkpoint: str | None, stopped_by: str | None = None,
+                resume: str | None = None, eval_every: int | None = None) -> str:
+  """What a finished or stopped run produced and what to run next."""
+  if stopped_by:
+    head = f'Stopped by {stopped_by} after step {step} of {num_steps}'
+  else:
+    head = f'Finished {step} of {num_steps} steps'
+  done_here = f'steps {first_step + 1}-{step}' if step > first_step else 'no steps'
+  speed = f'; {tokens_per_s:,.0f} tokens/s on average' if tokens_per_s else ''
+  lines = [f'{head} in {_hms(wall_s)} ({done_here} in this run, compile '
+           f'{compile_s:.1f} s{speed}).']
+  if last_eval:
+    lines.append(f'At step {last_eval["step"]}: '
+                 f'{_validation(last_eval, unigram_entropy)}.')
+  else:
+    lines.append(f'No evaluation yet (every {eval_every} steps).')
+  lines.append(f'Checkpoint: {checkpoint}' if checkpoint else 'No checkpoint saved.')
+  if stopped_by:
+    lines.append('Resume: ' + (resume or 'rerun the same command') +
+                 ' (continues from the checkpoint)')
+  else:
+    lines.append('Next:')
+    lines += [f'  # {what}\n  {command}' for what, command in next_commands(workdir)]
+  return '\n'.join(lines)
 
 
 def _hms(seconds: float) -> str:

@@ -5,6 +5,8 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 """
 
 import os
+import shlex
+import sys
 import time
 
 from absl import flags
@@ -77,7 +79,10 @@ def setup(config, workdir: str, mesh):
   hf_load.adopt_shape(config)
   if (warning := config_lib.clip_warmup(config)):
     logging.warning(warning)
-  paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
+  if paths.is_remote(workdir):
+    paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
+  else:
+    cli.output_dir(workdir, '--workdir')
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
@@ -117,13 +122,15 @@ def evaluate(eval_step, state, batches, method: str) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains to `train.num_steps`, resuming from the newest checkpoint in
-  `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row. A
-  full disk or device memory ends it with one faults.DiskFull/OutOfMemory."""
+  `workdir`; SIGTERM or Ctrl-C saves and returns. Returns the last row and
+  prints a summary of the run. A full disk or device memory ends it with one
+  faults.DiskFull/OutOfMemory."""
   with faults.Guard(config, checkpointing.checkpoint_dir(workdir)) as guard:
     return _train_and_evaluate(config, workdir, guard)
 
 
 def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
+  run_started = time.perf_counter()
   cli.use_compilation_cache()
   sharding.log_platform(config)
   mesh = sharding.make_mesh(config.mesh)
@@ -141,10 +148,10 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   logging.info('%s: %s parameters, method %s, %s at step %d', workdir,
                f'{sum(x.size for x in jax.tree.leaves(state.params)):,}',
                config.method, 'resuming' if first_step else 'starting', first_step)
+  entropy = pipeline.unigram_entropy(
+      sources.make_source(config, tokenizer, 'validation'))
   logging.info('Unigram entropy of the validation tokens: %.3f nats (a model '
-               'that ignores context scores this MLM loss).',
-               pipeline.unigram_entropy(
-                   sources.make_source(config, tokenizer, 'validation')))
+               'that ignores context scores this MLM loss).', entropy)
   eval_step = step_lib.make_eval_step(model, config)
   val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
@@ -158,7 +165,8 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   train_step = step_lib.make_train_step(
       model, config, (state_sharding, batch_sharding, NamedSharding(mesh, P()))
   ).lower(state, batch).compile()
-  logging.info('Compiled train_step in %.1f s.', time.perf_counter() - started)
+  compile_s = time.perf_counter() - started
+  logging.info('Compiled train_step in %.1f s.', compile_s)
   guard.memory_estimate = faults.check_memory(train_step, config)
   peak, peak_source = cost_model.peak_flops()
   logging.info('MFU is against %.3g FLOP/s (%s).', peak, peak_source)
@@ -167,11 +175,14 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   tracker = metrics_log.start_wandb(config, workdir) if jax.process_index() == 0 else None
   stop = checkpointing.StopRequest()
   reporter = metrics_log.Reporter(workdir, first_step, t.num_steps,
-                                enabled=jax.process_index() == 0)
+                                  enabled=jax.process_index() == 0,
+                                  unigram_entropy=entropy)
   tokens_per_step = t.batch_size * config.data.seq_len
   skips = faults.SkipCounter(t.max_skipped)
   watchdog = faults.Watchdog(t.step_timeout_s, checkpointer.directory)
   pending, last_time, row, data_wait = [], time.perf_counter(), {}, 0.0
+  saved = first_step or None  # A resumed run restored that checkpoint.
+  stopping = False
   try:
     watchdog.start()
     for done in range(first_step + 1, t.num_steps + 1):
@@ -202,11 +213,8 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
         pending, last_time, data_wait = [], time.perf_counter(), 0.0
       if saving:
         checkpointer.save(done, state, train_batches.checkpoint(position), shape)
+        saved = done
       if stopping:
-        checkpointer.wait()
-        logging.warning('Stopped by %s after step %d; saved %s/%d. Rerun the same '
-                        'command to resume.', stop.reason, done,
-                        checkpointer.directory, done)
         break
       if done < t.num_steps:
         waited = time.perf_counter()  # The host's wait for data; the step runs on.
@@ -221,7 +229,22 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
     reporter.close()
     if tracker:
       tracker.finish()
+  if reporter.enabled:
+    print(metrics_log.run_summary(
+        workdir, row.get('step', first_step), t.num_steps, first_step,
+        time.perf_counter() - run_started, compile_s, reporter.last_eval, entropy,
+        reporter.mean_tokens_per_s(tokens_per_step),
+        saved and str(checkpointer.directory / str(saved)),
+        stop.reason if stopping else None, _rerun_command(), t.eval_every),
+        file=sys.stderr, flush=True)
   return row
+
+
+def _rerun_command() -> str | None:
+  """This process's command line if it is this CLI: rerunning it resumes."""
+  if not sys.argv or not sys.argv[0].endswith(os.path.join('sctd_jax', 'train.py')):
+    return None
+  return ' '.join(['python -m sctd_jax.train', *map(shlex.quote, sys.argv[1:])])
 
 
 def define_flags() -> None:

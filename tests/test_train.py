@@ -1,11 +1,15 @@
 """The CLI end to end: a short tiny run, its workdir, and bad configs."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from sctd_jax import metrics_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ['--config.model.hidden_size=32', '--config.model.num_heads=2',
@@ -52,7 +56,25 @@ def test_tiny_sctd_run_writes_the_workdir_and_learns(tmp_path):
     assert 0 < r['drift_dropped'] < 1 and 0 < r['drift_masked'] < 1, r
   assert not any('drift_masked' in r for r in rows if r not in evals)
   assert os.listdir(tmp_path / 'tensorboard')
-  assert 'step' in run.stderr and 'tokens/s' in run.stderr
+  # Not a terminal: plain log lines, no progress bar repeating them.
+  assert 'step 60/60 loss' in run.stderr and 'step/s' not in run.stderr
+  # The end-of-run summary, its figures recomputed from metrics.jsonl.
+  summary = run.stderr[run.stderr.index('Finished 60 of 60 steps'):]
+  entropy = re.search(r'Unigram entropy of the validation tokens: (\S+) nats',
+                      run.stderr).group(1)
+  assert (f'At step 60: validation MLM loss: full {evals[1]["val_mlm_full"]:.3f}, '
+          f'dropped {evals[1]["val_mlm_drop"]:.3f} nats; unigram entropy '
+          f'{entropy}') in summary, summary
+  tokens_per_s = 8 * 32 * 60 / sum(r['step_time_s'] for r in rows)
+  shown = float(re.search(r'; ([\d,]+) tokens/s on average', summary).group(1)
+                .replace(',', ''))
+  assert abs(shown - tokens_per_s) <= 1, (shown, tokens_per_s)
+  assert f'Checkpoint: {tmp_path}/checkpoints/60\n' in summary
+  for command in (f'python -m sctd_jax.export --workdir {tmp_path} --out {tmp_path}/hf',
+                  f"pipeline('fill-mask', model='{tmp_path}/hf')",
+                  f'--config.init={tmp_path} --config.task=tense',
+                  f'python -m sctd_jax.evals.report {tmp_path} --out {tmp_path}/report'):
+    assert command in summary, summary
 
 
 @pytest.mark.parametrize('override, named', [
@@ -67,3 +89,46 @@ def test_bad_config_exits_nonzero_naming_the_key(tmp_path, override, named):
   assert run.returncode != 0
   assert named in run.stderr, run.stderr[-2000:]
   assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
+
+
+def _row(step, loss=5.0, **extra):
+  return dict(step=step, loss=loss, step_time_s=0.5, tokens_per_s=512.0, **extra)
+
+
+@pytest.mark.parametrize('terminal', [True, False])
+def test_one_progress_display(tmp_path, capsys, caplog, terminal):
+  caplog.set_level(logging.INFO)
+  reporter = metrics_log.Reporter(str(tmp_path), 0, 20, unigram_entropy=5.25,
+                                  terminal=terminal)
+  for step in range(1, 21):
+    reporter.advance()
+    if step % 10 == 0:
+      reporter.write(_row(step, **({'val_mlm_full': 4.5, 'val_mlm_drop': 4.75}
+                                   if step == 20 else {})))
+  reporter.close()
+  evaluation = ('step 20: validation MLM loss: full 4.500, dropped 4.750 nats; '
+                'unigram entropy 5.250 (the loss of a model that ignores context)')
+  logged = [r.getMessage() for r in caplog.records]
+  err = capsys.readouterr().err
+  if terminal:  # The bar alone, the evaluation printed above it once.
+    assert logged == [] and err.count(evaluation) == 1 and '20/20' in err
+  else:  # A line per row, then the evaluation; no bar.
+    assert logged == ['step 10/20 loss 5.0000  512 tokens/s  ETA 0:00:05',
+                      'step 20/20 loss 5.0000  512 tokens/s  ETA 0:00:00', evaluation]
+    assert err == ''
+  # 20 steps of 0.5 s, 256 tokens each.
+  assert reporter.mean_tokens_per_s(256) == 512.0
+
+
+def test_stopped_run_summary_gives_the_resume_command():
+  resume = 'python -m sctd_jax.train --config configs/tiny.py --workdir runs/tiny'
+  text = metrics_log.run_summary(
+      'runs/tiny', 161, 1200, 100, 775.0, 12.5, None, 5.37, 579.4,
+      '/abs/runs/tiny/checkpoints/161', stopped_by='SIGTERM', resume=resume,
+      eval_every=200)
+  assert text.splitlines() == [
+      'Stopped by SIGTERM after step 161 of 1200 in 0:12:55 (steps 101-161 in '
+      'this run, compile 12.5 s; 579 tokens/s on average).',
+      'No evaluation yet (every 200 steps).',
+      'Checkpoint: /abs/runs/tiny/checkpoints/161',
+      f'Resume: {resume} (continues from the checkpoint)']

@@ -79,7 +79,9 @@ def load_pretrained(path: str):
   token_type_ids, attention_mask)` gives MLM logits [B, S, V]."""
   path = resolve(path)
   config = _read_json(os.path.join(path, 'config.json'),
-                      'a training workdir or a Hugging Face BERT folder has one')
+                      'a training workdir or a Hugging Face BERT folder has one; '
+                      'give the --workdir of a python -m sctd_jax.train run or '
+                      'the --out of python -m sctd_jax.export')
   load = load_workdir if 'model' in config and 'train' in config else load_hf_folder
   return load(path)[:3]
 
@@ -87,15 +89,19 @@ def load_pretrained(path: str):
 def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
   """The params of checkpoint `step` (default: the newest) of a training run."""
   config = ml_collections.ConfigDict(_read_json(
-      os.path.join(workdir, 'config.json'), 'train.py writes it into every workdir'))
+      os.path.join(workdir, 'config.json'), 'so it is not a training workdir; '
+      'python -m sctd_jax.train writes one into its --workdir'))
   directory = os.path.join(workdir, 'checkpoints')
+  train_first = ('; the run saves one every train.checkpoint_every steps and '
+                 'at its end: run (or resume) python -m sctd_jax.train with '
+                 f'--workdir {workdir} first.')
   if not epath.Path(directory).is_dir():  # Checkpointer would create it.
-    raise FormatError(f'No checkpoint in {workdir}: {directory} does not exist.')
+    raise FormatError(f'No checkpoint in {workdir}{train_first}')
   checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints)
   try:
     steps = checkpointer.steps()
     if not steps:
-      raise FormatError(f'No checkpoint in {directory}.')
+      raise FormatError(f'No checkpoint in {directory}{train_first}')
     if step is not None and step not in steps:
       raise FormatError(f'No checkpoint for step {step} in {directory}; '
                         f'available steps: {", ".join(map(str, steps))}.')
