@@ -16,19 +16,21 @@ from absl import flags
 from sctd_jax import cli
 from sctd_jax.hf import save
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to export.')
-_OUT = flags.DEFINE_string('out', None, 'Folder to write the HF model into.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
+def define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'Training workdir to export.')
+  flags.DEFINE_string('out', None, 'Folder to write the HF model into.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
 
 
 def main(argv):
   del argv
+  args = flags.FLAGS
   started = time.perf_counter()
-  cli.output_dir(_OUT.value, '--out')
-  step = save.export(_WORKDIR.value, _OUT.value, _STEP.value)
-  print(f'Exported {_WORKDIR.value} step {step} to {_OUT.value} in '
+  step = save.export(args.workdir, args.out, args.step)
+  print(f'Exported {args.workdir} step {step} to {args.out} in '
         f'{time.perf_counter() - started:.1f} s.')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main, required=['workdir', 'out'])

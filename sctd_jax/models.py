@@ -123,13 +123,20 @@ def attend(q, k, v, kv_mask, implementation: str, dropout=None):
   `dropout` (a function of the probabilities) forces the unfused einsum path,
   the only one whose probabilities exist to drop."""
   mask = kv_mask[:, None, None, :]
-  if dropout is None:
+  # JAX's XLA attention dots float16 into float32, which XLA:CPU cannot do;
+  # float16 there takes the einsum path below (cuDNN serves it on GPUs).
+  fused = not (q.dtype == jnp.float16 and implementation == 'xla')
+  if dropout is None and fused:
     return jax.nn.dot_product_attention(q, k, v, mask=mask,
                                         implementation=implementation)
+  if q.dtype == jnp.float16:
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
   scores = jnp.einsum('bqhd,bkhd->bhqk', q, k,
                       preferred_element_type=jnp.float32) / jnp.sqrt(q.shape[-1])
   scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-  probs = dropout(jax.nn.softmax(scores, axis=-1))
+  probs = jax.nn.softmax(scores, axis=-1)
+  if dropout is not None:
+    probs = dropout(probs)
   return jnp.einsum('bhqk,bkhd->bqhd', probs.astype(v.dtype), v)
 
 

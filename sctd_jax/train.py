@@ -132,10 +132,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   run_started = time.perf_counter()
   cli.use_compilation_cache()
-  sharding.log_platform(config)
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, data_state, checkpointer = setup(
       config, workdir, mesh)
+  sharding.log_platform(config)
   position = data_state['position']
   guard.state_size = faults.state_bytes(state)
   if jax.process_index() == 0:

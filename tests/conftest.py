@@ -111,9 +111,11 @@ def compilation_cache(tmp_path_factory):
 # The slow tier: tests that start several training processes, an emulator or
 # full CLI fault runs. `python -m pytest tests` (the README's command) skips
 # them; `python -m pytest --slow -m slow tests` runs only them (CI runs both).
-SLOW_FILES = {'test_cloud.py', 'test_preemption.py', 'test_topology.py',
-              'test_launch.py', 'test_faults_cli.py', 'test_data_multiprocess.py',
-              'test_multiprocess.py', 'test_data_reproducible.py'}
+SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.py',
+        'test_faults_cli.py', 'test_data_multiprocess.py', 'test_multiprocess.py',
+        'test_data_reproducible.py', 'test_bench.py',
+        'test_quickstart.py::test_quickstart_runs_as_written',
+        'test_sharding.py::test_mesh_at_the_default_xla_optimisation_level'}
 
 
 def pytest_addoption(parser):
@@ -127,7 +129,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
   for item in items:
-    if os.path.basename(str(item.fspath)) in SLOW_FILES:
+    name = os.path.basename(str(item.fspath))
+    if name in SLOW or f'{name}::{item.originalname}' in SLOW:
       item.add_marker(pytest.mark.slow)
   if not config.getoption('--slow'):
     skip = pytest.mark.skip(reason='slow tier: run with --slow')

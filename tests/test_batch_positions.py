@@ -49,8 +49,8 @@ def test_an_error_in_the_prefetch_thread_reaches_the_consumer():
 
   got = []
   with pytest.raises(ValueError, match='corpus line 3 is not JSON'):
-    for item in pipeline.prefetch(items(), 1):
+    for item in pipeline.Prefetched(items(), 1):
       got.append(item)
   assert got == [1, 2]   # the items before the error, in order
   with pytest.raises(KeyError):
-    next(pipeline.prefetch(({}[k] for k in ['missing']), 2))
+    next(pipeline.Prefetched(({}[k] for k in ['missing']), 2))

@@ -28,7 +28,7 @@ def _bench(tmp_path, *args):
 
 
 def test_cycles_zero_compiles_each_method_and_reports_memory(tmp_path):
-  run, result = _bench(tmp_path, '--cycles=0')
+  run, (result,) = _bench(tmp_path, '--cycles=0')   # one entry per vocabulary size
   assert json.loads(run.stdout) == result
   assert result['mesh'] == [1, 1, 1]
   assert set(result['memory_per_device_mb']) == {'baseline', 'token_drop', 'sctd'}
@@ -36,9 +36,9 @@ def test_cycles_zero_compiles_each_method_and_reports_memory(tmp_path):
 
 
 def test_one_timed_cycle_gives_a_row_per_method(tmp_path):
-  run, result = _bench(tmp_path, '--cycles=1')
+  run, (result,) = _bench(tmp_path, '--cycles=1')
   rows = {r['method']: r for r in result['rows']}
-  assert list(rows) == ['baseline', 'token_drop', 'sctd']
+  assert list(rows) == ['baseline', 'token_drop', 'sctd', 'sctd_shared']
   assert rows['baseline']['ratio'] == 1.0
   for r in rows.values():
     assert r['step_time_s'] > 0

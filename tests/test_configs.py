@@ -81,7 +81,7 @@ def test_learning_rate_schedule_is_warmup_then_polynomial_decay(power, end):
   c.train.update(learning_rate=1.0, warmup_steps=10, num_steps=110, lr_power=power,
                  end_learning_rate=end)
   config_lib.validate(c)
-  schedule = step_lib.learning_rate_schedule(c.train)
+  schedule = step_lib.pretraining_schedule(c.train)
   steps = np.arange(0, 131)
   # lr(t) = t/10 for t < 10, then end + (1 - end) (1 - (t-10)/100)^power,
   # and end after the last step.

@@ -11,7 +11,8 @@ NAN = math.nan
 
 def _step(loss, sctd, lr, kl=NAN, full=NAN):
   return dict(loss=loss, grad_norm=2 * loss, learning_rate=lr, sctd_step=sctd,
-              mlm_drop=loss - 0.5, mlm_full=full, kl_global=kl, kl_local=kl / 2)
+              mlm_drop=loss - 0.5, mlm_full=full, kl_global=kl, kl_local=kl / 2,
+              skipped=False)
 
 
 def test_three_steps_with_two_sctd_steps_in_a_row():

@@ -167,7 +167,8 @@ def test_missing_init_folder(tmp_path):
       _run(['sctd_jax.evals.finetune', '--config', 'configs/finetune.py',
             '--workdir', str(tmp_path / 'ft'), f'--config.init={missing}']),
       f"error: config key init='{missing}' is invalid: must be a pretraining "
-      'workdir or a Hugging Face BERT folder (a directory with a config.json).')
+      'workdir, a Hugging Face BERT folder (a directory with a config.json) or '
+      'a Hub id.')
   _assert_one_error_line(
       _run(['sctd_jax.evals.probe', '--init', missing, '--out', str(tmp_path / 'p')]),
       f'error: {missing}/config.json not found (a training workdir or a Hugging '

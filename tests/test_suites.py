@@ -36,7 +36,7 @@ def test_suite_writes_summary_and_table_from_each_task(bert_folder, tmp_path):
   assert json.loads((tmp_path / 'out' / 'summary.json').read_text()) == summary
   table = (tmp_path / 'out' / 'table.md').read_text().splitlines()
   assert table[0] == '| | copa | cb | Avg. |'
-  assert table[2] == '| bert0 | ' + ' | '.join(
+  assert table[2] == f'| {bert_folder.name} | ' + ' | '.join(
       f'{v:.2f}' for v in [*summary['scores'].values(), summary['average']]) + ' |'
 
 

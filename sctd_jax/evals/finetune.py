@@ -299,15 +299,22 @@ def summarize(name: str, init: str, runs: list[dict], **extra) -> dict:
           'per_seed': per_seed}
 
 
+def make_optimizer(t) -> optax.GradientTransformation:
+  """Fine-tuning's AdamW: linear warmup over `t.warmup_steps`, then linear
+  decay to 0 at `t.num_steps`."""
+  return step_lib.make_optimizer(step_lib.learning_rate_schedule(
+      t.learning_rate, t.warmup_steps, t.num_steps), t)
+
+
 def epochs_config(learning_rate: float, batch_size: int, num_epochs: float,
                   num_examples: int) -> ml_collections.ConfigDict:
-  """The keys `step.make_optimizer` and `train` read, for `num_epochs` over
+  """The keys `make_optimizer` and `train` read, for `num_epochs` over
   `num_examples` (SQuAD's windows, NER's shots): AdamW, 10% warmup, linear
   decay to 0."""
   num_steps = max(1, round(num_epochs * num_examples / batch_size))
   return ml_collections.ConfigDict(dict(
       learning_rate=learning_rate, num_steps=num_steps,
-      warmup_steps=int(round(0.1 * num_steps)), end_learning_rate=0.0, lr_power=1.0,
+      warmup_steps=int(round(0.1 * num_steps)),
       weight_decay=0.01, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-6,
       grad_clip_norm=0.0, log_every=50, batch_size=batch_size))
 
@@ -351,9 +358,7 @@ def finetune(config, workdir: str) -> dict:
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
   model = (BertForMultipleChoice if task.multiple_choice else
            models.BertForSequenceClassification)(cfg, task.num_labels)
-  # Linear warmup, then linear decay to 0.
-  optimizer = step_lib.make_optimizer(step_lib.learning_rate_schedule(
-      t.learning_rate, t.warmup_steps, t.num_steps), t)
+  optimizer = make_optimizer(t)
   # Built once: every seed runs the same two compiled programs.
   train_step, predict_step = make_train_step(model), make_predict_step(model)
   bert_params = jax.device_get(pretrained_params['bert'])

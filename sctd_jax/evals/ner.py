@@ -32,7 +32,6 @@ from sctd_jax.hf import format as hf_format
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import models
-from sctd_jax import step as step_lib
 
 INPUT_KEYS = finetune.INPUT_KEYS
 IGNORE = -1   # Label of sub-tokens after a word's first, specials and padding.
@@ -194,7 +193,7 @@ def run(args, out: str) -> dict:
                                len(shots))
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     state = train_state.TrainState.create(
-        apply_fn=model.apply, tx=step_lib.make_optimizer(t),
+        apply_fn=model.apply, tx=finetune.make_optimizer(t),
         params=finetune.init_params(model, bert_params, init_key))
     state = state.replace(step=jnp.zeros((), jnp.int32))
     batches = finetune.train_batches({k: arrays[k] for k in (*INPUT_KEYS, tasks.LABEL)},

@@ -38,7 +38,6 @@ from sctd_jax.hf import format as hf_format
 from sctd_jax.hf import load as hf_load
 from sctd_jax import metrics_log
 from sctd_jax import models
-from sctd_jax import step as step_lib
 
 INPUT_KEYS = finetune.INPUT_KEYS
 
@@ -204,7 +203,7 @@ def run(args, out: str) -> dict:
                              len(train['example']))
   cfg = dataclasses.replace(mlm.cfg, dropout_rate=0.1, attention_dropout_rate=0.1)
   model = BertForQuestionAnswering(cfg)
-  train_step, optimizer = make_train_step(model), step_lib.make_optimizer(t)
+  train_step, optimizer = make_train_step(model), finetune.make_optimizer(t)
   bert_params = jax.device_get(pretrained['bert'])
   train_arrays = {k: train[k] for k in (*INPUT_KEYS, tasks.LABEL)}
   runs = []

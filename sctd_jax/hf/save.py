@@ -11,6 +11,8 @@ import os
 
 import safetensors.numpy
 
+from sctd_jax import cli
+
 from sctd_jax.hf import format as hf_format
 from sctd_jax.hf import load as hf_load
 from sctd_jax import models
@@ -46,5 +48,6 @@ def export(workdir: str, out: str, step: int | None = None) -> int:
   """Exports checkpoint `step` (default: the newest) of `workdir` to `out`;
   returns the step exported."""
   run = hf_load.load_workdir(workdir, step)
+  cli.output_dir(out, '--out')
   write_hf_folder(out, run.model.cfg, run.params, run.tokenizer)
   return run.step
