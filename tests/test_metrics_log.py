@@ -25,7 +25,7 @@ def test_three_steps_with_two_sctd_steps_in_a_row():
       sctd_step=2,         # a count over the interval
       mlm_drop=2.0,        # (0.5 + 1.5 + 4.0) / 3
       mlm_full=4.0, kl_global=0.6, kl_local=0.3,   # over the two steps that had them
-      step_time_s=2.0, tokens_per_s=256.0), rel=1e-12)
+      step_time_s=2.0, tokens_per_s=256.0, skipped_steps=0), rel=1e-12)
 
 
 def test_a_row_without_sctd_steps_has_null_kl():
