@@ -69,7 +69,7 @@ def sentence_sample(config, tokenizer, pool: int = 20) -> dict:
   d = config.data
   masker = pipeline.Masker(tokenizer, d.mlm_probability, d.max_predictions,
                            d.whole_word_masking)
-  batch = masker(ids, [np.random.default_rng([config.seed, i]) for i in range(n)])
+  batch = masker(ids, [[config.seed, i] for i in range(n)])
   return dict(batch, original_ids=ids, token_type_ids=np.zeros_like(ids),
               attention_mask=(ids != tokenizer.pad_token_id).astype(np.int32))
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.stats
 import tokenizers
 import transformers
 
@@ -61,7 +62,7 @@ def test_masking_statistics(tokenizer):
   ids[np.arange(S)[None] >= lengths[:, None]] = tok.pad_token_id
   ids[:, 0] = tok.cls_token_id
   ids[np.arange(B), lengths - 1] = tok.sep_token_id
-  out = masker(ids, [np.random.default_rng([1, i]) for i in range(B)])
+  out = masker(ids, [[1, i] for i in range(B)])
   w = out['mlm_weights'] > 0
   pos, labels = out['mlm_positions'], out['mlm_ids']
   rows = np.arange(B)[:, None]
@@ -90,7 +91,7 @@ def test_masking_caps_at_max_predictions_and_handles_empty_rows(tokenizer):
   ids = np.full((2, 32), 100, np.int32)
   ids[1] = tok.pad_token_id
   ids[:, 0] = tok.cls_token_id
-  out = masker(ids, [np.random.default_rng(i) for i in range(2)])
+  out = masker(ids, [[i] for i in range(2)])
   assert out['mlm_weights'][0].sum() == 5 and out['mlm_weights'][1].sum() == 0
   np.testing.assert_array_equal(out['input_ids'][1], ids[1])
 
@@ -105,7 +106,7 @@ def test_whole_word_masking_keeps_word_pieces_together(tokenizer):
   pieces = np.array([t.startswith('##') for t in tok.convert_ids_to_tokens(range(len(tok)))])
   assert pieces[rows].mean() > 0.15   # enough split words to test on
   masker = pipeline.Masker(tok, 0.15, max_predictions=20, whole_word=True)
-  out = masker(rows, [np.random.default_rng([rng.integers(1 << 30)]) for _ in rows])
+  out = masker(rows, rng.integers(1 << 30, size=(len(rows), 1)))
   target = np.zeros(rows.shape, bool)
   np.put_along_axis(target, out['mlm_positions'], out['mlm_weights'] > 0, axis=1)
   maskable = ~np.isin(rows, tok.all_special_ids)
@@ -162,3 +163,53 @@ def test_unigram_entropy_matches_direct_count(tokenizer):
   want = -sum(c / total * np.log(c / total) for c in counts.values())
   assert pipeline.unigram_entropy(source, 20) == pytest.approx(want, rel=1e-9)
   assert want > 3.0   # a vocabulary of hundreds of words in use
+
+
+def test_row_uniforms_are_uniform_and_keyed_by_row_alone():
+  keys = np.stack([np.full(4000, 7), np.full(4000, 1), np.arange(4000)], axis=1)
+  u = pipeline.row_uniforms(keys, 50)
+  assert u.shape == (4000, 50) and 0 <= u.min() and u.max() < 1
+  # A row's numbers do not depend on the rows beside it or on how many follow.
+  np.testing.assert_array_equal(pipeline.row_uniforms(keys[[123, 5]], 50)[0], u[123])
+  np.testing.assert_array_equal(pipeline.row_uniforms(keys[:1], 80)[0, :50], u[0])
+  assert not np.array_equal(pipeline.row_uniforms([[7, 0, 0]], 50)[0], u[0])
+  # Uniform, and uncorrelated between neighbouring columns and rows.
+  assert scipy.stats.kstest(u.ravel(), 'uniform').pvalue > 1e-3
+  assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.01
+  assert abs(np.corrcoef(u[:-1].ravel(), u[1:].ravel())[0, 1]) < 0.01
+
+
+def test_masked_words_are_the_lowest_scored_that_fit(tokenizer):
+  """Against a direct per-row reference: words in the order of their
+  scores, taken while they fit in round(rate x maskable) targets."""
+  tok, _ = tokenizer
+  texts = [' '.join(s.text for s in synthetic.document(3, i)) for i in range(100)]
+  ids = [x[:46] for x in tok(texts, add_special_tokens=False)['input_ids']]
+  rows = np.stack([np.pad([tok.cls_token_id, *x, tok.sep_token_id], (0, 48 - len(x) - 2),
+                          constant_values=tok.pad_token_id) for x in ids]).astype(np.int32)
+  rows[7, 10:] = tok.pad_token_id
+  pieces = np.array([t.startswith('##') for t in tok.convert_ids_to_tokens(range(len(tok)))])
+  special = set(tok.all_special_ids)
+  keys = np.stack([np.zeros(100, int), np.arange(100)], axis=1)
+  for whole_word, rate, cap in ((True, 0.15, 6), (True, 0.5, 30), (False, 0.15, 6)):
+    out = pipeline.Masker(tok, rate, cap, whole_word)(rows, keys)
+    uniform = pipeline.row_uniforms(keys, 48 + 2 * cap)
+    for r, row in enumerate(rows):
+      words = []  # Lists of positions; a word takes the score of its number.
+      for i, t in enumerate(row):
+        if t in special:
+          continue
+        if whole_word and pieces[t] and words and words[-1][-1] == i - 1:
+          words[-1].append(i)
+        else:
+          words.append([i])
+      maskable = sum(map(len, words))
+      n = min(cap, max(1, round(maskable * rate)))
+      score = [uniform[r, k if whole_word else w[0]] for k, w in enumerate(words)]
+      want = []
+      for k in sorted(range(len(words)), key=lambda k: score[k]):
+        if len(want) + len(words[k]) > n:
+          break
+        want += words[k]
+      got = out['mlm_positions'][r][out['mlm_weights'][r] > 0]
+      assert list(got) == want, (whole_word, r)

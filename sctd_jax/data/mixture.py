@@ -73,5 +73,13 @@ class MixedSource:
     return part, chunk * int(self.counts[part]) + int(self._rank[slot])
 
   def block(self, index: int) -> np.ndarray:
-    part, block = self.locate(index)
-    return self.parts[part].block(block)
+    return self.blocks([index])[0]
+
+  def blocks(self, indices) -> np.ndarray:
+    """The blocks at `indices`, fetched from each corpus in one call."""
+    located = np.array([self.locate(int(i)) for i in indices]).reshape(-1, 2)
+    rows = np.empty((len(located), self.parts[0].seq_len), np.int32)
+    for part in np.unique(located[:, 0]):
+      here = located[:, 0] == part
+      rows[here] = self.parts[part].blocks(located[here, 1])
+    return rows

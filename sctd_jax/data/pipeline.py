@@ -41,6 +41,32 @@ def continues_word(tokenizer) -> np.ndarray:
   return np.array([p.startswith(prefix) for p in pieces])
 
 
+# SplitMix64's constants (Steele, Lea and Flood 2014).
+_GOLDEN, _MIX1, _MIX2 = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9),
+                         np.uint64(0x94D049BB133111EB))
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """SplitMix64's finalizer: a bijection of uint64 that scrambles every bit."""
+  x = (x ^ (x >> np.uint64(30))) * _MIX1
+  x = (x ^ (x >> np.uint64(27))) * _MIX2
+  return x ^ (x >> np.uint64(31))
+
+
+def row_uniforms(keys: np.ndarray, count: int) -> np.ndarray:
+  """`count` uniforms in [0, 1) per row of integer `keys` [rows, k]: row i's
+  are SplitMix64's stream seeded by a hash of keys[i], so they depend on
+  that row's key alone. One vectorised pass for the whole batch: a seeded
+  numpy Generator per row cost more than the rest of the masking."""
+  with np.errstate(over='ignore'):
+    state = np.zeros(len(keys), np.uint64)
+    for column in np.asarray(keys, np.int64).T.astype(np.uint64):
+      state = _mix(state + _GOLDEN + column)
+    counters = np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN
+    bits = _mix(state[:, None] + counters[None, :])
+  return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 class Masker:
   """BERT's dynamic masking: ~`probability` of the non-special tokens of each
   sequence, at most `max_predictions`, become targets; of those 80% are
@@ -55,37 +81,55 @@ class Masker:
     self.probability = probability
     self.max_predictions = max_predictions
     self.mask_id = tokenizer.mask_token_id
-    self.special = np.asarray(sorted(set(tokenizer.all_special_ids)))
-    self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), self.special)
-    self.continues = (continues_word(tokenizer) if whole_word
-                      else np.zeros(len(tokenizer), bool))
+    special = np.asarray(sorted(set(tokenizer.all_special_ids)))
+    self.special = np.zeros(len(tokenizer), bool)
+    self.special[special] = True
+    self.random_ids = np.flatnonzero(~self.special)
+    self.continues = continues_word(tokenizer) if whole_word else None
 
-  def __call__(self, input_ids: np.ndarray, rngs: list[np.random.Generator]) -> dict:
-    """Masks row i of `input_ids` with `rngs[i]` alone."""
+  def _words(self, input_ids: np.ndarray, maskable: np.ndarray, scores: np.ndarray):
+    """The tokens' scores (their word's; 2 if not maskable), whether each
+    starts a word, and the size (in pieces) of the word each starts."""
+    if self.continues is None:  # Every maskable token is a word of its own.
+      return np.where(maskable, scores, 2.0), maskable, np.ones(maskable.shape, np.int64)
+    follows = np.pad(maskable[:, :-1], ((0, 0), (1, 0)))
+    starts = maskable & ~(self.continues[input_ids] & follows)
+    word = np.cumsum(starts, axis=1)
+    rows, length = np.arange(len(scores))[:, None], scores.shape[1]
+    scores = np.where(maskable, scores[rows, np.maximum(word - 1, 0)], 2.0)
+    # A word runs from its start to the next start or unmaskable token.
+    index = np.arange(length)
+    start = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    ends = np.pad(np.where(starts | ~maskable, index, length), ((0, 0), (0, 1)),
+                  constant_values=length)
+    end = np.minimum.accumulate(ends[:, :0:-1], axis=1)[:, ::-1]
+    return scores, starts, end - start
+
+  def __call__(self, input_ids: np.ndarray, keys: np.ndarray) -> dict:
+    """Masks row i of `input_ids` with random numbers keyed by `keys[i]`
+    (integers) alone."""
     (batch, length), num_preds = input_ids.shape, self.max_predictions
-    uniform = np.stack([rng.random(length + 2 * num_preds) for rng in rngs])
-    keys, draw, pick = np.split(uniform, [length, length + num_preds], axis=1)
+    uniform = row_uniforms(keys, length + 2 * num_preds)
+    scores, draw, pick = np.split(uniform, [length, length + num_preds], axis=1)
     rows = np.arange(batch)[:, None]
 
-    maskable = ~np.isin(input_ids, self.special)
-    follows = np.pad(maskable[:, :-1], ((0, 0), (1, 0)))
-    word = np.cumsum(maskable & ~(self.continues[input_ids] & follows), axis=1)
-    # One random key per word; a stable sort by it lists the words in random
-    # order, each word's pieces together.
-    keys = np.where(maskable, keys[rows, np.maximum(word - 1, 0)], 2.0)
-    order = np.argsort(keys, axis=1, kind='stable')
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(length)[None], axis=1)
+    maskable = ~self.special[input_ids]
+    # One random score per word; the words of the lowest scores are drawn.
+    scores, starts, size = self._words(input_ids, maskable, scores)
     n = np.minimum(num_preds, np.maximum(
         1, np.round(maskable.sum(1) * self.probability).astype(np.int64)))
-    # The targets: the words whose last piece ranks below n.
-    last = np.zeros((batch, length + 1), np.int64)
-    np.maximum.at(last, (np.broadcast_to(rows, word.shape), word), np.where(maskable, rank, 0))
-    count = (maskable & (last[rows, word] < n[:, None])).sum(1)
+    # The num_preds lowest scores in order, ties by position: each word's
+    # pieces together, as a stable sort of all scores would list them.
+    lowest = np.argpartition(scores, num_preds - 1, axis=1)[:, :num_preds]
+    order = np.take_along_axis(
+        lowest, np.lexsort((lowest, scores[rows, lowest]), axis=1), axis=1)
+    # The targets: the words that end within the first n of the order (a
+    # word first listed at j ends at j + its size).
+    ends_at = np.arange(num_preds)[None] + size[rows, order]
+    count = np.where(starts[rows, order] & (ends_at <= n[:, None]), ends_at, 0).max(1)
 
-    positions = order[:, :num_preds]
     weights = np.arange(num_preds)[None, :] < count[:, None]
-    positions = np.where(weights, positions, 0)
+    positions = np.where(weights, order, 0)
     labels = np.where(weights, input_ids[rows, positions], 0)
     random_ids = self.random_ids[(pick * len(self.random_ids)).astype(np.int64)]
     replaced = np.where(draw < 0.8, self.mask_id, np.where(draw < 0.9, random_ids, labels))
@@ -107,12 +151,17 @@ def unigram_entropy(source, num_blocks: int = 200) -> float:
   return float(-(p * np.log(p)).sum())
 
 
+def sample_keys(seed: int, split: str, samples: range) -> np.ndarray:
+  """The masking keys of global samples `samples`: (seed, split, sample)."""
+  return np.stack(np.broadcast_arrays(seed, SPLITS[split], np.asarray(samples)), axis=1)
+
+
 def make_batch(source, masker: Masker, samples: range, seed: int,
                blocks: range | None = None) -> dict:
   """The rows of global samples `samples`: blocks `blocks` (default: the
   same numbers) of the source, masked by the samples' numbers."""
-  ids = np.stack([source.block(b) for b in (samples if blocks is None else blocks)])
-  batch = masker(ids, [np.random.default_rng([seed, SPLITS[source.split], p]) for p in samples])
+  ids = source.blocks(samples if blocks is None else blocks)
+  batch = masker(ids, sample_keys(seed, source.split, samples))
   batch['attention_mask'] = (ids != source.tokenizer.pad_token_id).astype(np.int32)
   batch['token_type_ids'] = np.zeros_like(ids)
   return batch

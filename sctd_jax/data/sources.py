@@ -60,7 +60,18 @@ def framer(tokenizer, seq_len: int):
   return frame
 
 
-class SyntheticSource:
+class BlockSource:
+  """A source of blocks: `block(i)`, and `blocks(indices)`, the rows of
+  several (one call per block unless a source does better)."""
+
+  def block(self, index: int) -> np.ndarray:
+    raise NotImplementedError
+
+  def blocks(self, indices) -> np.ndarray:
+    return np.stack([self.block(int(i)) for i in indices])
+
+
+class SyntheticSource(BlockSource):
   """Packed blocks of the built-in corpus: [CLS] sentences... [SEP] [PAD]...
 
   Whole sentences from consecutive documents fill each block (no NSP, one
@@ -101,19 +112,17 @@ class TokenColumn:
     lengths = [np.zeros(0, np.int32)] + [c.value_lengths().to_numpy() for c in chunks]
     self.doc_offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths), dtype=np.int64)])
 
-  def __getitem__(self, span: slice) -> np.ndarray:
-    """Tokens `span.start` to `span.stop`, which may cross chunks."""
-    pieces, at = [], span.start
-    chunk = int(np.searchsorted(self._starts, at, 'right')) - 1
-    while at < span.stop:
-      base = self._starts[chunk]
-      pieces.append(self._values[chunk][at - base:span.stop - base])
-      at += len(pieces[-1])
-      chunk += 1
-    return np.concatenate(pieces)
+  def take(self, positions: np.ndarray) -> np.ndarray:
+    """The tokens at `positions` (any shape), gathered chunk by chunk."""
+    chunk = np.searchsorted(self._starts, positions, 'right') - 1
+    out = np.empty(positions.shape, np.int32)
+    for c in range(chunk.min(), chunk.max() + 1):
+      here = chunk == c
+      out[here] = self._values[c][positions[here] - self._starts[c]]
+    return out
 
 
-class PackedSource:
+class PackedSource(BlockSource):
   """Blocks cut from the documents `docs` of a tokenized corpus, in a fresh
   order each epoch. Every document's ids start with [SEP] (see `tokenize`);
   dropping the first one leaves [SEP] between documents only."""
@@ -121,9 +130,10 @@ class PackedSource:
   def __init__(self, tokens: TokenColumn, docs: range, tokenizer, seq_len: int,
                seed: int, split: str, name: str):
     self.tokens, self.tokenizer, self.seq_len, self.split = tokens, tokenizer, seq_len, split
-    self._frame = framer(tokenizer, seq_len)
     self._seed = [seed, SPLITS[split]]
     self._epoch, self._order = -1, None
+    self._cls, self._sep, self._pad = (tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                       tokenizer.pad_token_id)
     offsets = tokens.doc_offsets[docs.start:docs.stop + 1]
     num_docs = int(np.count_nonzero(np.diff(offsets)))
     where = f'{name} ({split} split, {len(docs)} documents)'
@@ -142,17 +152,34 @@ class PackedSource:
                  'partial block.', where, num_docs, len(docs) - num_docs,
                  length - num_docs + 1, self.num_blocks, room, length % room)
 
-  def block(self, index: int) -> np.ndarray:
-    epoch, i = divmod(index, self.num_blocks)
+  def _permutation(self, epoch: int) -> np.ndarray:
     if epoch != self._epoch:
       self._order = np.random.default_rng([*self._seed, epoch]).permutation(self.num_blocks)
       self._epoch = epoch
-    start = self.start + int(self._order[i]) * (self.seq_len - 2)
-    stop = min(start + self.seq_len - 2, self.stop)
-    return self._frame(self.tokens[start:stop])
+    return self._order
+
+  def block(self, index: int) -> np.ndarray:
+    return self.blocks([index])[0]
+
+  def blocks(self, indices) -> np.ndarray:
+    """The blocks at `indices`, framed, in one gather from the token column."""
+    room = self.seq_len - 2
+    epochs, within = np.divmod(np.asarray(indices, np.int64), self.num_blocks)
+    starts = np.empty(len(within), np.int64)
+    for epoch in np.unique(epochs):  # At most two in a batch but the smallest corpora.
+      here = epochs == epoch
+      starts[here] = self._permutation(int(epoch))[within[here]]
+    positions = self.start + starts[:, None] * room + np.arange(room)[None]
+    inside = positions < self.stop
+    rows = np.full((len(starts), self.seq_len), self._pad, np.int32)
+    rows[:, 0] = self._cls
+    rows[:, 1:-1] = np.where(inside, self.tokens.take(np.minimum(positions, self.stop - 1)),
+                             self._pad)
+    rows[np.arange(len(starts)), inside.sum(1) + 1] = self._sep
+    return rows
 
 
-class StreamSource:
+class StreamSource(BlockSource):
   """Blocks packed in reading order from this process's shard of a corpus
   read as a stream (`data.streaming`): nothing is cached, so the corpus need
   not fit on disk. `block(j)` is block j of this process's stream, read
