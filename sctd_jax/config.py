@@ -132,7 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
       # every core; more help only where Python, not Rust, is the bottleneck.
       num_proc=1,
       cache_dir='',  # Token caches; '': ~/.cache/huggingface/datasets/sctd_jax.
-      prefetch=4,
+      prefetch=4,  # Batches built ahead of the step (in a thread).
+      # Processes building the batches (0: the prefetch thread alone). The
+      # batches are the same for any number; streams take none.
+      workers=0,
   ))
 
   # Semantic drift (paper Figure 3), logged every train.eval_every steps.
@@ -308,6 +311,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check(d.tokenizer_docs > 0 or d.tokenizer_docs == -1, 'data.tokenizer_docs',
          d.tokenizer_docs, 'must be a positive integer or -1 (all)')
   check(d.prefetch >= 1, 'data.prefetch', d.prefetch, 'must be >= 1')
+  check(d.workers >= 0, 'data.workers', d.workers, 'must be >= 0')
+  check(not (d.streaming and d.workers), 'data.workers', d.workers,
+        'must be 0 with data.streaming (a stream is read in order by one reader)')
   check(c.drift.sentences >= 0, 'drift.sentences', c.drift.sentences,
          'must be >= 0 (0 turns drift off)')
   check(c.drift.text in ('blocks', 'sentences'), 'drift.text', c.drift.text,

@@ -156,7 +156,8 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   val = pipeline.batches(config, tokenizer, 'validation')
   eval_batches = [to_global(next(val)) for _ in range(t.eval_batches)]
   drift = drift_lib.make_drift(config, model, tokenizer)
-  train_batches = pipeline.batches(config, tokenizer, 'train', data_state)
+  train_batches = pipeline.batches(config, tokenizer, 'train', data_state,
+                                   workers=config.data.workers)
 
   batch = to_global(next(train_batches))
   started = time.perf_counter()

@@ -27,6 +27,7 @@ from sctd_jax import config as config_lib
 from sctd_jax.data.sources import make_source
 from sctd_jax.data.sources import SPLITS
 from sctd_jax.data.sources import StreamSource
+from sctd_jax.data import workers as workers_lib
 
 
 def continues_word(tokenizer) -> np.ndarray:
@@ -201,13 +202,17 @@ class Batches:
   def _local_block(self, position: int) -> int:
     return position // self.size * self.local
 
+  def batch_at(self, start: int) -> dict:
+    """This process's rows of the global batch that starts at sample `start`
+    (a stream: only the next batch)."""
+    samples = range(start + self.index * self.local, start + (self.index + 1) * self.local)
+    first = self._local_block(start)
+    blocks = range(first, first + self.local) if isinstance(self.source, StreamSource) else None
+    return make_batch(self.source, self.masker, samples, self.seed, blocks)
+
   def _generate(self) -> Iterator[dict]:
-    streaming = isinstance(self.source, StreamSource)
     for start in itertools.count(self.position, self.size):
-      samples = range(start + self.index * self.local, start + (self.index + 1) * self.local)
-      first = self._local_block(start)
-      blocks = range(first, first + self.local) if streaming else None
-      yield make_batch(self.source, self.masker, samples, self.seed, blocks)
+      yield self.batch_at(start)
 
   def __iter__(self):
     return self
@@ -235,29 +240,38 @@ def gather_json(value, count: int) -> list:
 
 
 def batches(config, tokenizer, split: str = 'train', position: int | dict = 0,
-            process_index: int | None = None, process_count: int | None = None):
+            process_index: int | None = None, process_count: int | None = None,
+            workers: int = 0):
   """Batches of `split` from global sample `position` (or a checkpoint's
   data state) on: this process's rows (train.batch_size / process_count of
   them, the process_index-th slice of each global batch; both default to
   JAX's), built ahead in a thread so the accelerator does not wait on the
-  host. The source is opened (and a corpus tokenized, once) before this
-  returns, so its errors surface here. `checkpoint(position)` of the result
-  is the data state to save."""
+  host, and with `workers` > 0 in that many worker processes (the same
+  batches: each is a pure function of its position). The source is opened
+  (and a corpus tokenized, once) before this returns, so its errors surface
+  here. `checkpoint(position)` of the result is the data state to save."""
   resume = position if isinstance(position, dict) else {'position': position}
   local = Batches(config, tokenizer, split, resume, process_index, process_count)
   first = next(local)
-  return Prefetched(itertools.chain([first], local), config.data.prefetch, local.checkpoint)
+  rest = local
+  if workers:
+    rest = workers_lib.WorkerBatches(
+        (config, tokenizer, split, local.index, local.count), local.position + local.size,
+        local.size, workers)
+  return Prefetched(itertools.chain([first], rest), config.data.prefetch, local.checkpoint)
 
 
-def measure_throughput(config, tokenizer, num_batches: int = 20, split: str = 'train') -> float:
+def measure_throughput(config, tokenizer, num_batches: int = 50, split: str = 'train') -> float:
   """Tokens (batch_size x seq_len slots) per second the pipeline produces on
-  one process, without a model and without the prefetch thread; the corpus
-  is opened (and tokenized, if not cached) before the clock starts."""
-  local = Batches(config, tokenizer, split, {}, 0, 1)
-  next(local)
+  one process (with `data.workers` worker processes), without a model; the
+  corpus is opened (and tokenized, if not cached) and the workers have each
+  made a batch before the clock starts."""
+  rows = batches(config, tokenizer, split, 0, 0, 1, config.data.workers)
+  for _ in range(1 + 2 * config.data.workers):
+    next(rows)
   started = time.perf_counter()
   for _ in range(num_batches):
-    next(local)
+    next(rows)
   elapsed = time.perf_counter() - started
   return num_batches * config.train.batch_size * config.data.seq_len / elapsed
 

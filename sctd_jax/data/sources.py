@@ -24,6 +24,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import pyarrow as pa
+import tokenizers
 
 from sctd_jax.data import mixture
 from sctd_jax.data import readers
@@ -71,6 +72,35 @@ class BlockSource:
     return np.stack([self.block(int(i)) for i in indices])
 
 
+def word_encoder(tokenizer):
+  """A function of text to ids (no special tokens). When the tokenizer splits
+  text at spaces before anything else (BERT's pre-tokenizer, or Whitespace)
+  and normalizes character by character (BERT's normalizer, lower-casing),
+  a text's ids are its space-separated words' ids end to end: each word is
+  encoded once and looked up thereafter (the synthetic corpus has a few
+  thousand words). Other tokenizers encode every text."""
+  backend = tokenizer.backend_tokenizer
+  encode = lambda text: backend.encode(text, add_special_tokens=False).ids
+  word_wise = (isinstance(backend.pre_tokenizer, _SPACE_FIRST)
+               and (backend.normalizer is None or isinstance(backend.normalizer, _PER_CHAR)))
+  if not word_wise:
+    return encode
+
+  class Words(dict):
+    def __missing__(self, word):
+      self[word] = ids = encode(word)
+      return ids
+
+  words = Words()
+  return lambda text: list(itertools.chain.from_iterable(map(words.__getitem__,
+                                                             text.split(' '))))
+
+
+_SPACE_FIRST = (tokenizers.pre_tokenizers.BertPreTokenizer,
+                tokenizers.pre_tokenizers.Whitespace, tokenizers.pre_tokenizers.WhitespaceSplit)
+_PER_CHAR = (tokenizers.normalizers.BertNormalizer, tokenizers.normalizers.Lowercase)
+
+
 class SyntheticSource(BlockSource):
   """Packed blocks of the built-in corpus: [CLS] sentences... [SEP] [PAD]...
 
@@ -82,16 +112,14 @@ class SyntheticSource(BlockSource):
     self.tokenizer, self.seq_len, self.split = tokenizer, seq_len, split
     self.seed = seed + 1_000_003 * SPLITS[split]
     self._frame = framer(tokenizer, seq_len)
+    self._encode = word_encoder(tokenizer)
 
   def block(self, index: int) -> np.ndarray:
     room = self.seq_len - 2
     tokens: list[int] = []
-    encode = self.tokenizer.backend_tokenizer.encode
     for doc in range(_DOCS_PER_BLOCK):
-      for sentence in synthetic.document(self.seed, index * _DOCS_PER_BLOCK + doc):
-        # One by one: for a few short sentences, transformers' wrapper and
-        # the Rust batch's thread pool cost more than the tokenizing.
-        ids = encode(sentence.text, add_special_tokens=False).ids
+      for sentence in synthetic.sentences(self.seed, index * _DOCS_PER_BLOCK + doc):
+        ids = self._encode(sentence.text)
         if len(tokens) + len(ids) > room:
           # A sentence longer than a block is cut, not left out: else the
           # block would be empty ([CLS] [SEP]) at short seq_len.

@@ -38,7 +38,7 @@ import functools
 import hashlib
 import itertools
 import random
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from sctd_jax.data import lexicon
 
@@ -757,15 +757,21 @@ def _rng(seed: int, stream: int, index: int = 0) -> random.Random:
   return _Random(int.from_bytes(key, 'little'))
 
 
-def document(seed: int, index: int) -> list[Sentence]:
-  """Document `index` of the stream for `seed`: 4-12 sentences on one topic.
-  Deterministic and random access: it depends on nothing but (seed, index)."""
+def sentences(seed: int, index: int) -> Iterator[Sentence]:
+  """The sentences of `document(seed, index)`, each made when asked for: a
+  reader that stops early (a full block) does not pay for the rest."""
   rng = _rng(seed, _DOCUMENT_STREAM, index)
   d = _Discourse(rng, _TOPIC_TABLES[rng.choice(TOPICS)], cast_size=rng.randint(2, 3))
   tense = rng.choice(TENSES)
-  return [_sentence(d, tense if rng.random() < _KEEP_TENSE_P else rng.choice(TENSES),
+  for i in range(rng.randint(4, 12)):
+    yield _sentence(d, tense if rng.random() < _KEEP_TENSE_P else rng.choice(TENSES),
                     None, adverbial_p=0.6 if i == 0 else 0.25)
-          for i in range(rng.randint(4, 12))]
+
+
+def document(seed: int, index: int) -> list[Sentence]:
+  """Document `index` of the stream for `seed`: 4-12 sentences on one topic.
+  Deterministic and random access: it depends on nothing but (seed, index)."""
+  return list(sentences(seed, index))
 
 
 def labelled_sentences(seed: int, count: int) -> list[Sentence]:
