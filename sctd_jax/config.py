@@ -272,7 +272,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f'must be >= 1 and divide train.batch_size={t.batch_size}')
 
   d = c.data
-  check(d.source != '', 'data.source', d.source,
+  check(d.source != '' or d.sources != '', 'data.source', d.source,
         'this config pretrains on a real corpus: set e.g. '
         '--config.data.source=hf:wikimedia/wikipedia:20231101.en or '
         "--config.data.source='files:/data/corpus/*.jsonl' ('synthetic' is "
@@ -281,11 +281,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('source', 'validation_source'):
     kind, _, rest = d[key].partition(':')
     check(d[key] == 'synthetic' or (kind in ('hf', 'files') and rest != '') or
-           (key == 'validation_source' and d[key] == ''), f'data.{key}', d[key],
+           (d[key] == '' and (key == 'validation_source' or d.sources != '')),
+           f'data.{key}', d[key],
            corpora + (" or ''" if key == 'validation_source' else ''))
   check(0.0 <= d.validation_fraction < 1.0, 'data.validation_fraction',
          d.validation_fraction, 'must be in [0, 1)')
-  if d.source != 'synthetic' and not d.validation_source:
+  if d.source not in ('synthetic', '') and not d.validation_source:
     check(not d.streaming, 'data.validation_source', d.validation_source,
            'must name a corpus when data.streaming is on (a stream cannot hold '
            'out documents)')

@@ -115,6 +115,8 @@ SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.
         'test_faults_cli.py', 'test_data_multiprocess.py', 'test_multiprocess.py',
         'test_data_reproducible.py', 'test_bench.py',
         'test_data_wait.py::test_tiny_run_does_not_wait_for_synthetic_data',
+        'test_recipes.py::test_wikipedia_and_bookcorpus_from_local_copies',
+        'test_recipes.py::test_c4_streamed_from_a_local_copy',
         'test_quickstart.py::test_quickstart_runs_as_written',
         'test_sharding.py::test_mesh_at_the_default_xla_optimisation_level'}
 
