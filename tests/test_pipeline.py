@@ -213,3 +213,26 @@ def test_masked_words_are_the_lowest_scored_that_fit(tokenizer):
         want += words[k]
       got = out['mlm_positions'][r][out['mlm_weights'][r] > 0]
       assert list(got) == want, (whole_word, r)
+
+
+def test_word_encoder_matches_the_tokenizer(tokenizer):
+  """The synthetic source's word-by-word encoding gives the tokenizer's own
+  ids; a tokenizer that does not split at spaces first (byte-level BPE marks
+  a word's leading space) is left to encode whole texts."""
+  tok, _ = tokenizer
+  sentences = [s.text for i in range(100) for s in synthetic.document(5, i)]
+  encode = sources.word_encoder(tok)
+  backend = tok.backend_tokenizer
+  for text in sentences:
+    assert encode(text) == backend.encode(text, add_special_tokens=False).ids
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+  bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  bpe.train_from_iterator(sentences, tokenizers.trainers.BpeTrainer(
+      vocab_size=400, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+  byte_level = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe)
+  encode = sources.word_encoder(byte_level)
+  for text in sentences[:50]:
+    assert encode(text) == bpe.encode(text, add_special_tokens=False).ids
+  # Word by word, byte-level BPE would lose the spaces: the check above can fail.
+  words = [i for w in sentences[0].split(' ') for i in bpe.encode(w).ids]
+  assert words != bpe.encode(sentences[0]).ids
