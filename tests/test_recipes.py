@@ -13,7 +13,6 @@ import sys
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax.data import synthetic
