@@ -37,6 +37,8 @@ def test_batches_are_the_same_with_any_number_of_workers(tmp_path):
     if i >= 5:
       np.testing.assert_array_equal(next(resumed)['input_ids'], batch['input_ids'])
   assert not np.array_equal(want[0]['input_ids'], want[1]['input_ids'])
+  two.close()
+  resumed.close()
 
 
 def test_a_stream_takes_no_workers():

@@ -253,12 +253,12 @@ def batches(config, tokenizer, split: str = 'train', position: int | dict = 0,
   resume = position if isinstance(position, dict) else {'position': position}
   local = Batches(config, tokenizer, split, resume, process_index, process_count)
   first = next(local)
-  rest = local
-  if workers:
-    rest = workers_lib.WorkerBatches(
-        (config, tokenizer, split, local.index, local.count), local.position + local.size,
-        local.size, workers)
-  return Prefetched(itertools.chain([first], rest), config.data.prefetch, local.checkpoint)
+  if not workers:
+    return Prefetched(itertools.chain([first], local), config.data.prefetch, local.checkpoint)
+  rest = workers_lib.WorkerBatches((config, tokenizer, split, local.index, local.count),
+                                   local.position + local.size, local.size, workers)
+  return Prefetched(itertools.chain([first], rest), config.data.prefetch, local.checkpoint,
+                    rest.close)
 
 
 def measure_throughput(config, tokenizer, num_batches: int = 50, split: str = 'train') -> float:
@@ -278,10 +278,12 @@ def measure_throughput(config, tokenizer, num_batches: int = 50, split: str = 't
 
 class Prefetched:
   """Runs `iterator` in a daemon thread, `size` items ahead; re-raises its
-  errors. `checkpoint` is the producer's, passed through."""
+  errors. `checkpoint` is the producer's, passed through; `close()` stops
+  its worker processes, if any (else they stop when the program ends)."""
 
-  def __init__(self, iterator: Iterator, size: int, checkpoint=None):
+  def __init__(self, iterator: Iterator, size: int, checkpoint=None, close=None):
     self.checkpoint = checkpoint
+    self.close = close or (lambda: None)
     self._queue: queue.Queue = queue.Queue(maxsize=size)
     self._done = object()
     threading.Thread(target=self._work, args=(iterator,), daemon=True).start()
