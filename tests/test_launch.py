@@ -21,7 +21,7 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, 'launch', '*.sh')) +
 
 
 @pytest.mark.skipif(shutil.which('shellcheck') is None,
-                    reason='apt-get install shellcheck')
+                    reason='shellcheck is not installed: apt-get install shellcheck')
 def test_launch_scripts_are_shellcheck_clean():
   run = subprocess.run(['shellcheck', *SCRIPTS], capture_output=True, text=True)
   assert run.returncode == 0, run.stdout
