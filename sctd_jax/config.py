@@ -235,9 +235,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     check(m.num_layers >= 3, 'model.num_layers', m.num_layers,
            'token dropping needs at least 3 layers (full, dropped, full)')
     first, last = drop_layers(c)
-    check(0 < first < m.num_layers - 1, 'token_drop.first_layer', first,
-           f'must be in [1, {m.num_layers - 2}] so at least one full layer '
-           'comes before it and after the dropped ones')
+    want = (f'must be in [1, {m.num_layers - 2}] so at least one full layer '
+            'comes before it and after the dropped ones')
+    if td.first_layer == -1:  # The default: say what it picked and what to set.
+      want = (f'-1 picks layer {first} (model.num_layers // 2 - 1) for '
+              f'model.num_layers={m.num_layers}, but the layer {want}; set '
+              'token_drop.first_layer=1')
+    check(0 < first < m.num_layers - 1, 'token_drop.first_layer', td.first_layer, want)
     check(first <= last < m.num_layers - 1, 'token_drop.last_layer', last,
            f'must be in [{first}, {m.num_layers - 2}]')
 

@@ -46,6 +46,9 @@ class BertConfig:
   # Token-dropping layer range, 0-indexed (docs/design.md section 1).
   first_drop_layer: int = 5
   last_drop_layer: int = 10
+  # On a mesh, the sharding of [B, ...] activations (rows over data x fsdp,
+  # the rest replicated); step.make_train_step sets it. None: unconstrained.
+  activation_sharding: Any = None
 
 
 ACTIVATIONS = {
@@ -61,6 +64,18 @@ def _dense(cfg: BertConfig, features: int, axes: tuple[str, str], name: str):
       features, dtype=cfg.dtype, param_dtype=jnp.float32, name=name,
       kernel_init=nn.with_logical_partitioning(init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+
+
+def constrain(cfg: BertConfig, x: jax.Array) -> jax.Array:
+  """Pins activations to `cfg.activation_sharding` (forward and, through
+  its transpose, the cotangent). Left to itself, XLA's SPMD partitioner
+  miscompiles the gradient of the head's transform kernel on a mesh with
+  data, fsdp and tensor all above 1 (jax 0.10.2: 1.4 relative error, see
+  tests/test_sharding.py); pinned hidden states, as MaxText pins its
+  activations, give one device's gradients."""
+  if cfg.activation_sharding is None:
+    return x
+  return jax.lax.with_sharding_constraint(x, cfg.activation_sharding)
 
 
 def _layer_norm(cfg: BertConfig, name: str = 'LayerNorm'):
@@ -203,7 +218,7 @@ class Layer(nn.Module):
     cfg = self.cfg
     x = Attention(cfg, name='attention')(x_q, x_kv, kv_mask, deterministic)
     h = Intermediate(cfg, name='intermediate')(x)
-    return AddNorm(cfg, ('mlp', 'embed'), name='output')(h, x, deterministic)
+    return constrain(cfg, AddNorm(cfg, ('mlp', 'embed'), name='output')(h, x, deterministic))
 
 
 class LayerStack(nn.Module):
@@ -294,7 +309,7 @@ class PredictionHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, embeddings: nn.Embed):
-    x = Transform(self.cfg, name='transform')(x).astype(self.cfg.dtype)
+    x = constrain(self.cfg, Transform(self.cfg, name='transform')(x)).astype(self.cfg.dtype)
     bias = self.param('bias', nn.with_logical_partitioning(
         nn.initializers.zeros, ('vocab',)), (self.cfg.vocab_size,), jnp.float32)
     return embeddings.attend(x).astype(jnp.float32) + bias

@@ -8,6 +8,7 @@ the function once; `baseline` and `token_drop` are the same step with a fixed
 branch.
 """
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -174,6 +175,9 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
   mesh. The state argument is donated: the caller must not reuse it."""
   method, fi = config.method, config.sctd.fi
   accum = config.train.grad_accum_steps
+  if shardings is not None:  # Hidden states keep the batch's layout.
+    model = model.clone(cfg=dataclasses.replace(model.cfg,
+                                                activation_sharding=shardings[1]))
   schedule = pretraining_schedule(config.train)
 
   def grads_of(branch, params, batch, keep_indices, rng, counts):

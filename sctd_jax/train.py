@@ -242,6 +242,10 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
         saved and str(checkpointer.directory / str(saved)),
         stop.reason if stopping else None, _rerun_command(), t.eval_every),
         file=sys.stderr, flush=True)
+  elif stopping:  # Each task's own log says why it stopped, and where.
+    logging.warning('Stopped by %s after step %d of %d (process %d); checkpoint %s.',
+                    stop.reason, done, t.num_steps, jax.process_index(),
+                    checkpointer.directory / str(saved))
   return row
 
 

@@ -30,8 +30,8 @@ def _bench(tmp_path, *args):
 def test_cycles_zero_compiles_each_method_and_reports_memory(tmp_path):
   run, (result,) = _bench(tmp_path, '--cycles=0')   # one entry per vocabulary size
   assert json.loads(run.stdout) == result
-  assert result['mesh'] == [1, 1, 1]
-  assert set(result['memory_per_device_mb']) == {'baseline', 'token_drop', 'sctd'}
+  assert result['shape']['mesh'] == [1, 1, 1]
+  assert set(result['memory_per_device_mb']) == {'baseline', 'token_drop', 'sctd', 'sctd_shared'}
   assert 'rows' not in result   # nothing timed
 
 

@@ -1,5 +1,6 @@
-"""Checkpoints with real processes: preemption by SIGTERM, exact resume,
-fallback from a damaged checkpoint, refusal of another model shape."""
+"""Checkpoints with real processes: preemption by SIGTERM, exact resume (with
+gradient clipping on), fallback from a damaged checkpoint, refusal of
+another model shape."""
 
 import glob
 import json
@@ -15,10 +16,14 @@ import pytest
 from test_train import ROOT, SMALL
 
 STEPS = 200
+CLIP = 0.5
 ARGS = [*SMALL, f'--config.train.num_steps={STEPS}', '--config.train.log_every=1',
         '--config.train.checkpoint_every=50', '--config.train.keep_checkpoints=3',
         '--config.train.eval_every=1000', '--config.train.warmup_steps=10',
-        '--config.sctd.fi=4', '--config.model.dropout_rate=0.1']  # RNG must resume too
+        '--config.sctd.fi=4', '--config.model.dropout_rate=0.1',  # RNG must resume too
+        # Clipping adds a state to the optimizer chain, so the restored tree
+        # differs from an unclipped run's; gradient norms here exceed it.
+        f'--config.train.grad_clip_norm={CLIP}']
 
 
 def _command(workdir, *extra):
@@ -80,6 +85,10 @@ def test_sigterm_saves_and_rerun_resumes_exactly(reference, tmp_path):
   rows, ref = _rows(tmp_path), _rows(reference)
   assert sorted(rows) == list(range(1, STEPS + 1))
   _same_training(rows, ref, range(1, STEPS + 1))
+  # The clipped run resumed equals the unbroken clipped run, and clipping
+  # was at work on both sides of the break.
+  clipped = [s for s in rows if rows[s]['grad_norm'] > CLIP]
+  assert min(clipped) <= stopped < max(clipped) and len(clipped) > STEPS // 2, clipped
 
 
 def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path):

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from test_config import THREE_LAYERS
 from test_train import ROOT
 
 TRAIN = [sys.executable, '-m', 'sctd_jax.train', '--config', 'configs/tiny.py']
@@ -20,6 +21,7 @@ TRAIN = [sys.executable, '-m', 'sctd_jax.train', '--config', 'configs/tiny.py']
     (['--config.data.source=s3://bucket'],
      "error: config key data.source='s3://bucket' is invalid: use 'synthetic', "
      "'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'."),
+    (['--config.model.num_layers=3'], f'error: {THREE_LAYERS}'),
 ])
 def test_bad_train_config_is_one_error_line(tmp_path, overrides, message):
   workdir = tmp_path / 'run'

@@ -1,12 +1,17 @@
 """A short trial of a long config runs with its warmup clipped instead of
-being refused."""
-
+being refused; a config the model cannot run is refused in one line that
+says what to set."""
 
 import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import step as step_lib
 
+THREE_LAYERS = (
+    'config key token_drop.first_layer=-1 is invalid: -1 picks layer 0 '
+    '(model.num_layers // 2 - 1) for model.num_layers=3, but the layer must be '
+    'in [1, 1] so at least one full layer comes before it and after the dropped '
+    'ones; set token_drop.first_layer=1.')
 
 
 def test_a_warmup_longer_than_the_run_is_clipped_with_a_warning():
@@ -28,3 +33,15 @@ def test_a_negative_warmup_is_refused_naming_the_key():
   c.train.warmup_steps = -1
   with pytest.raises(config_lib.ConfigError, match='train.warmup_steps=-1'):
     config_lib.validate(c)
+
+
+def test_three_layers_with_the_default_drop_layers_say_what_to_set():
+  c = config_lib.base_config()
+  c.model.num_layers = 3
+  with pytest.raises(config_lib.ConfigError) as error:
+    config_lib.validate(c)
+  assert str(error.value) == THREE_LAYERS
+  c.token_drop.first_layer = 1  # What the message asks for is accepted.
+  config_lib.validate(c)
+  assert config_lib.drop_layers(c) == (1, 1)
+

@@ -25,10 +25,13 @@ from sctd_jax import cli, train
 from sctd_jax.data import pipeline
 real = pipeline.batches
 def slow(config, tokenizer, split='train', position=0, **kw):
-  for i, batch in enumerate(real(config, tokenizer, split, position, **kw)):
-    if split == 'train' and i == 12:
-      time.sleep(300)
-    yield batch
+  source = real(config, tokenizer, split, position, **kw)
+  def delayed():
+    for i, batch in enumerate(source):
+      if split == 'train' and i == 12:
+        time.sleep(300)
+      yield batch
+  return pipeline.Prefetched(delayed(), 1, source.checkpoint)
 pipeline.batches = slow
 train.define_flags()
 cli.run(train.main, required=['config', 'workdir'])

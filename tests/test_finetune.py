@@ -140,6 +140,65 @@ def test_regression_from_local_files_through_the_cli(pretrained, tmp_path):
   assert 'stsb seed 0: pearson' in result.stderr
 
 
+# The layout of the Hub repository nyu-mll/glue, cut to MNLI: the README's
+# configs map each split to its Parquet files.
+def _glue_readme(splits):
+  return ''.join(['---\nconfigs:\n- config_name: mnli\n  data_files:\n',
+                  *(f'  - split: {s}\n    path: mnli/{s}-*\n' for s in splits), '---\n'])
+
+
+MNLI_SPLITS = {'train': (7, 48), 'validation_matched': (8, 20),
+               'validation_mismatched': (9, 28)}
+
+
+def _glue_copy(folder, splits=MNLI_SPLITS):
+  """A local copy of nyu-mll/glue's mnli config: paraphrase pairs labelled
+  entailment (0), others contradiction (2), and a few neutral (1)."""
+  import datasets
+  (folder / 'mnli').mkdir(parents=True)
+  (folder / 'README.md').write_text(_glue_readme(splits))
+  labels = {}
+  for split, (seed, count) in splits.items():
+    pairs = synthetic.paraphrase_pairs(seed, count)
+    labels[split] = [0 if same else (1 if i % 5 == 0 else 2)
+                     for i, (_, _, same) in enumerate(pairs)]
+    datasets.Dataset.from_dict(dict(
+        premise=[a for a, _, _ in pairs], hypothesis=[b for _, b, _ in pairs],
+        label=labels[split], idx=list(range(count)))).to_parquet(
+            str(folder / 'mnli' / f'{split}-00000-of-00001.parquet'))
+  return labels
+
+
+def test_mnli_reports_both_validation_splits_through_the_cli(pretrained, tmp_path):
+  labels = _glue_copy(tmp_path / 'glue')
+  out = tmp_path / 'out'
+  result = _cli('sctd_jax.evals.finetune', '--config', 'configs/finetune.py', '--workdir', out,
+                f'--config.init={pretrained}', '--config.task=mnli',
+                f'--config.data.dataset={tmp_path / "glue"}',
+                '--config.data.max_length=32', '--config.train.num_steps=4',
+                '--config.train.batch_size=8', '--config.train.eval_batch_size=16')
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.load(open(out / 'eval_results.json'))
+  rows = [json.loads(line) for line in open(out / 'predictions.jsonl')]
+  for split, suffix in (('validation_matched', '_m'), ('validation_mismatched', '_mm')):
+    mine = [r for r in rows if r['split'] == split]
+    assert [r['label'] for r in mine] == labels[split]   # every example, in order
+    accuracy = np.mean([r['prediction'] == r['label'] for r in mine])
+    assert results[f'accuracy{suffix}'] == pytest.approx(accuracy, abs=1e-9), split
+  assert len(rows) == 20 + 28
+
+
+def test_a_local_hub_copy_without_a_split_is_refused_by_key(tmp_path):
+  _glue_copy(tmp_path / 'glue', {k: v for k, v in MNLI_SPLITS.items()
+                                 if k != 'validation_mismatched'})
+  with pytest.raises(ConfigError) as error:
+    tasks.load(tasks.get('mnli'), dataset=str(tmp_path / 'glue'))
+  assert str(error.value) == (
+      f"config key data.dataset='{tmp_path / 'glue'}' has no split "
+      'validation_mismatched (it has train, validation_matched); mnli needs '
+      'train, validation_matched, validation_mismatched.')
+
+
 def test_cli_refuses_a_bad_task_by_key(pretrained, tmp_path):
   result = _cli('sctd_jax.evals.finetune', '--config', 'configs/finetune.py', '--workdir',
                 tmp_path, f'--config.init={pretrained}', '--config.task=qnli')

@@ -21,7 +21,7 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, 'launch', '*.sh')) +
 
 
 @pytest.mark.skipif(shutil.which('shellcheck') is None,
-                    reason='apt-get install shellcheck')
+                    reason='shellcheck is not installed: apt-get install shellcheck')
 def test_launch_scripts_are_shellcheck_clean():
   run = subprocess.run(['shellcheck', *SCRIPTS], capture_output=True, text=True)
   assert run.returncode == 0, run.stdout
@@ -71,7 +71,7 @@ def test_slurm_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   status, err = _sbatch_until_time_limit(env, workdir, 0)
   assert status == 0, err[-3000:]
   stopped = max(r['step'] for r in _rows(workdir))
-  assert f'Stopped by SIGTERM after step {stopped};' in err
+  assert f'Stopped by SIGTERM after step {stopped} of 100000 ' in err
   assert os.listdir(workdir / 'checkpoints') == [str(stopped)]
   assert log.read_text() == 'requeue 4242\n'
 

@@ -89,8 +89,8 @@ def test_sigterm_to_one_process_stops_both_after_the_same_step(tmp_path):
     assert p.returncode == 0, err[-3000:]
   stopped = max(rows(run))
   assert 3 <= stopped < STEPS, 'the signal should land mid-run'
-  assert f'Stopped by SIGTERM after step {stopped};' in outputs[1]
-  assert f'Stopped by a signal to another process after step {stopped};' in outputs[0]
+  assert f'Stopped by SIGTERM after step {stopped} of {STEPS} ' in outputs[1]
+  assert f'Stopped by a signal to another process after step {stopped} of {STEPS} ' in outputs[0]
   assert os.listdir(run / 'checkpoints') == [str(stopped)]
 
   resumed = one_process(run)   # 2 processes -> 1

@@ -76,6 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
       # the task's own data; give both or neither.
       train_file='',
       validation_file='',
+      # A Hub task's dataset from elsewhere: another Hub id, or a local copy
+      # of its Hub repository (README.md and Parquet files, e.g. from
+      # `huggingface-cli download nyu-mll/glue --repo-type dataset`), with
+      # all its validation splits (MNLI's matched and mismatched). '': the Hub.
+      dataset='',
       # Tokens per example (pairs truncated longest first). The paper uses
       # 256 or 512; 128 holds nearly all GLUE sentences and pairs but BoolQ's.
       max_length=128,
@@ -108,6 +113,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for key in ('log_every', 'eval_batch_size'):
     check(t[key] > 0, f'train.{key}', t[key], 'must be a positive integer')
   d = c.data
+  check(not d.dataset or bool(tasks.get(c.task).hub), 'data.dataset', d.dataset,
+        f'the built-in task {c.task} reads no dataset; leave it empty')
+  check(not d.dataset or not (d.train_file or d.validation_file), 'data.dataset',
+        d.dataset, 'give it or data.train_file/validation_file, not both')
   # [CLS] a [SEP] b [SEP] needs 5 tokens to hold a word of each text.
   check(d.max_length >= 5, 'data.max_length', d.max_length, 'must be >= 5')
   check(d.max_train_examples == -1 or d.max_train_examples > 0,
@@ -323,7 +332,7 @@ def load_arrays(config, task: tasks.Task, tokenizer):
   """Encoded training examples (the first `data.max_train_examples`) and
   [(split, encoded examples)] of every validation split."""
   d = config.data
-  data = tasks.load(task, d.train_file, d.validation_file)
+  data = tasks.load(task, d.train_file, d.validation_file, d.dataset)
   train_examples = data.train
   if d.max_train_examples != -1:
     train_examples = train_examples.select(

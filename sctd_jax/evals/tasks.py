@@ -203,9 +203,13 @@ def train_steps(task: Task, num_examples: int, batch_size: int,
   return task.num_steps
 
 
-def load(task: Task, train_file: str = '', validation_file: str = '') -> TaskData:
+def load(task: Task, train_file: str = '', validation_file: str = '',
+         dataset: str = '') -> TaskData:
   """The task's train and validation examples, from local files if given
-  (one validation split, metrics without suffix), else its own source."""
+  (one validation split, metrics without suffix), else its own source:
+  built in, or its Hub dataset (`task.hub`), or `dataset` in its place (a
+  Hub id, or a local copy of the Hub repository, README.md and Parquet
+  files, for machines without network), with all its validation splits."""
   if train_file or validation_file:
     validation = _read_file(task, validation_file, 'data.validation_file')
     return TaskData(_read_file(task, train_file, 'data.train_file'),
@@ -214,11 +218,29 @@ def load(task: Task, train_file: str = '', validation_file: str = '') -> TaskDat
     build = lambda split: datasets.Dataset.from_dict(
         task.generate(BUILTIN_SEEDS[split], BUILTIN_SIZES[split]))
     return TaskData(build('train'), (Split('validation', '', build('validation')),))
-  splits = datasets.load_dataset(*task.hub)
+  splits = _load_hub(task, dataset)
   if task.flatten is not None:
     splits = {name: task.flatten(split) for name, split in splits.items()}
   return TaskData(splits['train'], tuple(Split(name, suffix, splits[name])
                                          for name, suffix in task.validation_splits))
+
+
+def _load_hub(task: Task, dataset: str) -> datasets.DatasetDict:
+  """`datasets.load_dataset` of the task's (dataset, config), `dataset`
+  replacing the Hub id when given; errors name the config key."""
+  if not dataset:
+    return datasets.load_dataset(*task.hub)
+  where = f'config key data.dataset={dataset!r}'
+  try:
+    splits = datasets.load_dataset(dataset, *task.hub[1:])
+  except (datasets.exceptions.DatasetsError, ValueError, FileNotFoundError) as e:
+    raise ConfigError(f'{where}: not loadable as {task.hub} ({e}).') from None
+  needed = ('train', *(name for name, _ in task.validation_splits))
+  missing = [name for name in needed if name not in splits]
+  if missing:
+    raise ConfigError(f'{where} has no split {", ".join(missing)} (it has '
+                      f'{", ".join(splits)}); {task.name} needs {", ".join(needed)}.')
+  return splits
 
 
 def _read_file(task: Task, path: str, key: str) -> datasets.Dataset:
