@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sctd_jax import token_drop
 
@@ -41,6 +42,8 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
   remat: bool = False
+  # Scan each homogeneous run of layers (`layer_runs`); params stacked per run.
+  scan_layers: bool = True
   # 'auto' | 'xla' | 'cudnn': jax.nn.dot_product_attention's implementation.
   attention: str = 'auto'
   # Token-dropping layer range, 0-indexed (docs/design.md section 1).
@@ -206,18 +209,102 @@ class Layer(nn.Module):
     return AddNorm(cfg, ('mlp', 'embed'), name='output')(h, x, deterministic)
 
 
+class Run(NamedTuple):
+  """Layers `start` to `stop - 1` of LayerStack, one submodule `name`."""
+  name: str
+  start: int
+  stop: int
+  stacked: bool  # Params with a leading [stop - start] 'layers' axis, run by nn.scan.
+
+
+def layer_runs(cfg: BertConfig) -> list[Run]:
+  """LayerStack's submodules. Unscanned: one per layer, named by its index
+  as in HF. With `scan_layers`, each homogeneous run of layers is one
+  submodule scanned over stacked params, named by its first and last layer:
+  the full prefix `0-{first-1}`, the cross layer alone (unstacked, named
+  `{first}`), the kept-only middle and the full suffix (docs/performance.md)."""
+  num = cfg.num_layers
+  if not cfg.scan_layers:
+    return [Run(str(i), i, i + 1, False) for i in range(num)]
+  first, last = cfg.first_drop_layer, cfg.last_drop_layer
+  bounds = sorted({b for b in (0, first, first + 1, last + 1, num) if 0 <= b <= num})
+  return [Run(str(a), a, b, False) if a == first and b == a + 1
+          else Run(f'{a}-{b - 1}', a, b, True)
+          for a, b in zip(bounds, bounds[1:])]
+
+
+def _layer_tree(params):
+  """The `layer` subtree of a BertForMaskedLM (or BertModel) params tree."""
+  return (params['bert'] if 'bert' in params else params)['encoder']['layer']
+
+
+def _with_layer_tree(params, layer):
+  if 'bert' in params:
+    return {**params, 'bert': _with_layer_tree(params['bert'], layer)}
+  return {**params, 'encoder': {**params['encoder'], 'layer': layer}}
+
+
+def stack_layers(params, cfg: BertConfig):
+  """Params in HF's per-layer layout (`layer/0`, `layer/1`, ...) -> the
+  layout of `cfg` (stacked runs when `cfg.scan_layers`); host-side, for
+  import. `unstack_layers` is the inverse."""
+  per_layer = _layer_tree(params)
+  layer = {}
+  for run in layer_runs(cfg):
+    trees = [per_layer[str(i)] for i in range(run.start, run.stop)]
+    layer[run.name] = (jax.tree.map(lambda *xs: np.stack(xs), *trees)
+                       if run.stacked else trees[0])
+  return _with_layer_tree(params, layer)
+
+
+def unstack_layers(params, cfg: BertConfig):
+  """Params in `cfg`'s layout -> HF's per-layer layout (for export)."""
+  stacked = _layer_tree(params)
+  layer = {}
+  for run in layer_runs(cfg):
+    for i in range(run.start, run.stop):
+      layer[str(i)] = (jax.tree.map(lambda x, j=i - run.start: x[j], stacked[run.name])
+                       if run.stacked else stacked[run.name])
+  return _with_layer_tree(params, layer)
+
+
 class LayerStack(nn.Module):
   """HF's `encoder.layer` list, with the token-drop schedule over it."""
   cfg: BertConfig
 
   def setup(self):
     # Remat keeps parameter paths; argument 4 (`deterministic`) is static.
-    layer = nn.remat(Layer, static_argnums=(4,)) if self.cfg.remat else Layer
-    self.layers = [layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
+    # Under scan, the loop already keeps XLA from merging the recomputation
+    # away (MaxText's prevent_cse=not scan_layers).
+    cfg = self.cfg
+    layer = (nn.remat(Layer, static_argnums=(4,), prevent_cse=not cfg.scan_layers)
+             if cfg.remat else Layer)
+    self.runs = layer_runs(cfg)
+    self.layers = [layer(cfg, name=run.name) for run in self.runs]
+
+  def _run(self, index, x, x_kv, mask, deterministic, keep_hidden):
+    """Applies run `index`: (its output, its layers' [CLS] states [n, B, d]
+    and, if `keep_hidden`, hidden states [n, B, T, d])."""
+    run, layer = self.runs[index], self.layers[index]
+    if not run.stacked:
+      x = layer(x, x_kv, mask, deterministic)
+      return x, x[None, :, 0], [x] if keep_hidden else None
+
+    def body(module, carry, mask, deterministic):
+      y = module(carry, carry, mask, deterministic)
+      return y, (y[:, 0], y if keep_hidden else None)
+
+    scan = nn.scan(body, variable_axes={'params': 0, 'intermediates': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(nn.broadcast, nn.broadcast), length=run.stop - run.start,
+                   metadata_params={nn.PARTITION_NAME: 'layers'})
+    x, (cls, hidden) = scan(layer, x, mask, deterministic)
+    return x, cls, None if hidden is None else list(hidden)
 
   def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
     """Runs layers `start` to `stop - 1` (default: all) on `x`, the input of
-    layer `start`; with `keep_indices`, `start` must not pass the cross layer.
+    layer `start`; with `keep_indices`, `start` must not pass the cross
+    layer. Under `scan_layers`, `start` and `stop` must bound runs.
 
     Returns the last hidden states [B, S, d] and each run layer's [CLS] state
     [stop - start, B, d] (the kept set always holds [CLS] at index 0). Each
@@ -225,22 +312,28 @@ class LayerStack(nn.Module):
     probing with `mutable='intermediates'` and free otherwise."""
     cfg = self.cfg
     first, last = cfg.first_drop_layer, cfg.last_drop_layer
+    stop = cfg.num_layers if stop is None else stop
+    keep_hidden = self.is_mutable_collection('intermediates')
     cls_states = []
-    for i in range(start, cfg.num_layers if stop is None else stop):
-      layer = self.layers[i]
-      if keep_indices is None or i < first or i > last:
-        x = layer(x, x, mask, deterministic)
-      elif i == first:
-        full_x = x
-        kept_mask = token_drop.gather(mask, keep_indices)
-        x = layer(token_drop.gather(x, keep_indices), full_x, mask, deterministic)
-      else:
-        x = layer(x, x, kept_mask, deterministic)
-      if keep_indices is not None and i == last:
-        x = token_drop.scatter(full_x, keep_indices, x)
-      self.sow('intermediates', 'hidden_states', x)
-      cls_states.append(x[:, 0])
-    return x, jnp.stack(cls_states)
+    for index, run in enumerate(self.runs):
+      if run.stop <= start or run.start >= stop:
+        continue
+      if run.start < start or run.stop > stop:
+        raise ValueError(f'Layers {start} to {stop - 1} split the scanned run '
+                         f'{run.name}: start and stop must bound runs.')
+      x_kv, kv_mask = x, mask  # The cross layer's keys: all tokens.
+      if keep_indices is not None and run.start == first:
+        full_x, full_mask = x, mask
+        x, mask = (token_drop.gather(x, keep_indices),
+                   token_drop.gather(mask, keep_indices))
+      x, cls, hidden = self._run(index, x, x_kv, kv_mask, deterministic, keep_hidden)
+      if keep_indices is not None and run.stop - 1 == last:
+        x, mask = token_drop.scatter(full_x, keep_indices, x), full_mask
+        hidden = hidden if hidden is None else [*hidden[:-1], x]
+      for h in (() if hidden is None else hidden):
+        self.sow('intermediates', 'hidden_states', h)
+      cls_states.append(cls)
+    return x, jnp.concatenate(cls_states)
 
 
 class Encoder(nn.Module):

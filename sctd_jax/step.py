@@ -82,7 +82,8 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
       dropout_rate=m.dropout_rate,
       attention_dropout_rate=m.attention_dropout_rate,
       layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-      dtype=compute_dtype(m.dtype), remat=m.remat, attention=m.attention,
+      dtype=compute_dtype(m.dtype), remat=m.remat, scan_layers=m.scan_layers,
+      attention=m.attention,
       first_drop_layer=first, last_drop_layer=last)
 
 
