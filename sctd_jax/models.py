@@ -257,14 +257,18 @@ def stack_layers(params, cfg: BertConfig):
   return _with_layer_tree(params, layer)
 
 
-def unstack_layers(params, cfg: BertConfig):
-  """Params in `cfg`'s layout -> HF's per-layer layout (for export)."""
-  stacked = _layer_tree(params)
+def unstack_layers(params):
+  """Params in any layout -> HF's per-layer layout (for export); the inverse
+  of `stack_layers`. A stacked run's name gives its layers (`6-10`), so no
+  config is needed."""
   layer = {}
-  for run in layer_runs(cfg):
-    for i in range(run.start, run.stop):
-      layer[str(i)] = (jax.tree.map(lambda x, j=i - run.start: x[j], stacked[run.name])
-                       if run.stacked else stacked[run.name])
+  for name, tree in _layer_tree(params).items():
+    if '-' not in name:
+      layer[name] = tree
+      continue
+    start, last = map(int, name.split('-'))
+    for i in range(start, last + 1):
+      layer[str(i)] = jax.tree.map(lambda x, j=i - start: x[j], tree)
   return _with_layer_tree(params, layer)
 
 

@@ -154,7 +154,8 @@ def read_hf_tensors(folder: str) -> dict[str, np.ndarray]:
 
 def _import(folder: str, cfg: models.BertConfig) -> hf_format.Imported:
   imported = hf_format.from_hf_state_dict(read_hf_tensors(folder), cfg)
-  loaded = len(jax.tree.leaves(imported.params)) - len(imported.fresh)
+  per_layer = models.unstack_layers(imported.params)
+  loaded = len(jax.tree.leaves(per_layer)) - len(imported.fresh)
   logging.info('Loaded %d tensors from %s.', loaded, folder)
   if imported.fresh:
     logging.warning('Not in %s, initialised afresh: %s.', folder,
