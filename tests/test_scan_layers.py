@@ -116,7 +116,7 @@ def test_scanned_sctd_run_compiles_once_and_matches_the_unrolled_run():
 
 def test_layer_vectors_give_one_row_per_layer_scanned_or_not():
   ((c0, flat), (_, scanned)), params = _pair()
-  batch = random_batch(c0, seed=4, pad_from=[16, 5, 9, 12])
+  batch = random_batch(c0, seed=4, pad_from=[16, 7, 9, 12])
   args = (batch['input_ids'], batch['token_type_ids'], batch['attention_mask'])
   rows0 = representations.layer_vectors(flat, params, *args)
   rows1 = representations.layer_vectors(scanned, models.stack_layers(params, scanned.cfg),

@@ -161,7 +161,7 @@ def test_dropped_forward_schedule_matches_composed_layers(first, last, overrides
                           mutable='intermediates')
   got_states = sown['intermediates']['bert']['encoder']['layer']['hidden_states']
   cfg = step_lib.model_config(config, config.model.vocab_size)
-  p = jax.tree.map(np.asarray, params)
+  p = jax.tree.map(np.asarray, models.unstack_layers(params))  # Scanned runs too.
   emb = models.Embeddings(cfg).apply({'params': p['bert']['embeddings']},
                                      batch['input_ids'], batch['token_type_ids'], True)
   layer = lambda i, xq, xkv, m: _reference_layer(
