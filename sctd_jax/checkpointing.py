@@ -22,6 +22,7 @@ from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import models
 from sctd_jax import paths
+from sctd_jax import scan_layers
 
 SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
               'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
@@ -46,7 +47,7 @@ def model_shape(config) -> dict:
     cfg = models.BertConfig(vocab_size=1, num_layers=config.model.num_layers,
                             scan_layers=True, first_drop_layer=first,
                             last_drop_layer=last)
-    shape['layer_runs'] = [run.name for run in models.layer_runs(cfg)]
+    shape['layer_runs'] = [run.name for run in scan_layers.layer_runs(cfg)]
   return shape
 
 
@@ -131,7 +132,8 @@ def _check_shape(saved: dict, current: dict, where: str) -> None:
            for k in keys if saved.get(k) != current.get(k)]
   if diffs:
     layout = (' (layer_runs follows model.scan_layers and token_drop.first_layer'
-              ' and last_layer)' if 'layer_runs' in keys else '')
+              ' and last_layer)' if saved.get('layer_runs') != current.get('layer_runs')
+              else '')
     raise CheckpointMismatch(
         f'The checkpoint {where} was trained with another model shape '
         f'({"; ".join(diffs)}). Use a new --workdir for a new model, or '

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from sctd_jax import scan_layers
 from sctd_jax import token_drop
 
 
@@ -42,7 +42,7 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
   remat: bool = False
-  # Scan each homogeneous run of layers (`layer_runs`); params stacked per run.
+  # Scan each homogeneous run of layers (scan_layers.py); params stacked per run.
   scan_layers: bool = True
   # 'auto' | 'xla' | 'cudnn': jax.nn.dot_product_attention's implementation.
   attention: str = 'auto'
@@ -209,69 +209,6 @@ class Layer(nn.Module):
     return AddNorm(cfg, ('mlp', 'embed'), name='output')(h, x, deterministic)
 
 
-class Run(NamedTuple):
-  """Layers `start` to `stop - 1` of LayerStack, one submodule `name`."""
-  name: str
-  start: int
-  stop: int
-  stacked: bool  # Params with a leading [stop - start] 'layers' axis, run by nn.scan.
-
-
-def layer_runs(cfg: BertConfig) -> list[Run]:
-  """LayerStack's submodules. Unscanned: one per layer, named by its index
-  as in HF. With `scan_layers`, each homogeneous run of layers is one
-  submodule scanned over stacked params, named by its first and last layer:
-  the full prefix `0-{first-1}`, the cross layer alone (unstacked, named
-  `{first}`), the kept-only middle and the full suffix (docs/performance.md)."""
-  num = cfg.num_layers
-  if not cfg.scan_layers:
-    return [Run(str(i), i, i + 1, False) for i in range(num)]
-  first, last = cfg.first_drop_layer, cfg.last_drop_layer
-  bounds = sorted({b for b in (0, first, first + 1, last + 1, num) if 0 <= b <= num})
-  return [Run(str(a), a, b, False) if a == first and b == a + 1
-          else Run(f'{a}-{b - 1}', a, b, True)
-          for a, b in zip(bounds, bounds[1:])]
-
-
-def _layer_tree(params):
-  """The `layer` subtree of a BertForMaskedLM (or BertModel) params tree."""
-  return (params['bert'] if 'bert' in params else params)['encoder']['layer']
-
-
-def _with_layer_tree(params, layer):
-  if 'bert' in params:
-    return {**params, 'bert': _with_layer_tree(params['bert'], layer)}
-  return {**params, 'encoder': {**params['encoder'], 'layer': layer}}
-
-
-def stack_layers(params, cfg: BertConfig):
-  """Params in HF's per-layer layout (`layer/0`, `layer/1`, ...) -> the
-  layout of `cfg` (stacked runs when `cfg.scan_layers`); host-side, for
-  import. `unstack_layers` is the inverse."""
-  per_layer = _layer_tree(params)
-  layer = {}
-  for run in layer_runs(cfg):
-    trees = [per_layer[str(i)] for i in range(run.start, run.stop)]
-    layer[run.name] = (jax.tree.map(lambda *xs: np.stack(xs), *trees)
-                       if run.stacked else trees[0])
-  return _with_layer_tree(params, layer)
-
-
-def unstack_layers(params):
-  """Params in any layout -> HF's per-layer layout (for export); the inverse
-  of `stack_layers`. A stacked run's name gives its layers (`6-10`), so no
-  config is needed."""
-  layer = {}
-  for name, tree in _layer_tree(params).items():
-    if '-' not in name:
-      layer[name] = tree
-      continue
-    start, last = map(int, name.split('-'))
-    for i in range(start, last + 1):
-      layer[str(i)] = jax.tree.map(lambda x, j=i - start: x[j], tree)
-  return _with_layer_tree(params, layer)
-
-
 class LayerStack(nn.Module):
   """HF's `encoder.layer` list, with the token-drop schedule over it."""
   cfg: BertConfig
@@ -283,7 +220,7 @@ class LayerStack(nn.Module):
     cfg = self.cfg
     layer = (nn.remat(Layer, static_argnums=(4,), prevent_cse=not cfg.scan_layers)
              if cfg.remat else Layer)
-    self.runs = layer_runs(cfg)
+    self.runs = scan_layers.layer_runs(cfg)
     self.layers = [layer(cfg, name=run.name) for run in self.runs]
 
   def _run(self, index, x, x_kv, mask, deterministic, keep_hidden):

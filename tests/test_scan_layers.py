@@ -11,6 +11,7 @@ from sctd_jax import checkpointing
 from sctd_jax.hf import format as hf_format
 from sctd_jax import models
 from sctd_jax import representations
+from sctd_jax import scan_layers
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
@@ -38,11 +39,11 @@ def _pair(**overrides):
 
 def test_runs_and_stacked_layout():
   (_, flat), (_, scanned) = _pair()[0]
-  assert [(r.name, r.start, r.stop, r.stacked) for r in models.layer_runs(scanned.cfg)] == [
+  assert [(r.name, r.start, r.stop, r.stacked) for r in scan_layers.layer_runs(scanned.cfg)] == [
       ('0-1', 0, 2, True), ('2', 2, 3, False), ('3-4', 3, 5, True), ('5-5', 5, 6, True)]
-  assert [r.name for r in models.layer_runs(flat.cfg)] == list('012345')
+  assert [r.name for r in scan_layers.layer_runs(flat.cfg)] == list('012345')
   params = models.init_params(flat, jax.random.PRNGKey(0))
-  stacked = models.stack_layers(params, scanned.cfg)
+  stacked = scan_layers.stack_layers(params, scanned.cfg)
   # The layout the scanned model initialises is the one stack_layers builds.
   init = jax.eval_shape(lambda: models.init_params(scanned, jax.random.PRNGKey(0)))
   assert jax.tree.structure(stacked) == jax.tree.structure(init)
@@ -51,7 +52,7 @@ def test_runs_and_stacked_layout():
   assert layer['3-4']['output']['dense']['kernel'].shape == (2, 64, 32)
   np.testing.assert_array_equal(layer['3-4']['output']['dense']['kernel'][1],
                                 params['bert']['encoder']['layer']['4']['output']['dense']['kernel'])
-  back = models.unstack_layers(stacked)
+  back = scan_layers.unstack_layers(stacked)
   assert jax.tree.structure(back) == jax.tree.structure(params)
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
@@ -80,11 +81,11 @@ def test_scanned_loss_and_grads_equal_the_unrolled_ones(branch, share_prefix):
   batch = random_batch(c0, seed=3, pad_from=[16, 12, 9, 16])
   loss0, metrics0, grads0 = _losses_and_grads(c0, flat, params, batch, branch)
   loss1, metrics1, grads1 = _losses_and_grads(
-      c1, scanned, models.stack_layers(params, scanned.cfg), batch, branch)
+      c1, scanned, scan_layers.stack_layers(params, scanned.cfg), batch, branch)
   np.testing.assert_allclose(loss1, loss0, rtol=1e-5)
   for key, value in metrics0.items():
     np.testing.assert_allclose(metrics1[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
-  grads1 = models.unstack_layers(grads1)
+  grads1 = scan_layers.unstack_layers(grads1)
   assert jax.tree.structure(grads1) == jax.tree.structure(grads0)
   norm = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads0))
   assert norm > 1e-3  # Gradients that could differ.
@@ -101,7 +102,7 @@ def test_scanned_sctd_run_compiles_once_and_matches_the_unrolled_run():
     importance = token_drop.init_importance(config.model.vocab_size, [CLS, SEP, MASK], [PAD])
     state = step_lib.create_train_state(config, model, importance, jax.random.PRNGKey(0))
     state = state.replace(params=jax.tree.map(jnp.asarray,
-                                              models.stack_layers(params, model.cfg)))
+                                              scan_layers.stack_layers(params, model.cfg)))
     state = state.replace(opt_state=state.tx.init(state.params))
     train_step = step_lib.make_train_step(model, config)
     losses = []
@@ -119,7 +120,7 @@ def test_layer_vectors_give_one_row_per_layer_scanned_or_not():
   batch = random_batch(c0, seed=4, pad_from=[16, 7, 9, 12])
   args = (batch['input_ids'], batch['token_type_ids'], batch['attention_mask'])
   rows0 = representations.layer_vectors(flat, params, *args)
-  rows1 = representations.layer_vectors(scanned, models.stack_layers(params, scanned.cfg),
+  rows1 = representations.layer_vectors(scanned, scan_layers.stack_layers(params, scanned.cfg),
                                         *args)
   assert rows0.shape == rows1.shape == (6, 4, 32)
   np.testing.assert_allclose(rows1, rows0, atol=1e-5)
@@ -133,7 +134,7 @@ def test_scanned_params_export_as_hf_pytorch_computes_them():
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   ((c0, _), (_, scanned)), params = _pair()
-  stacked = models.stack_layers(params, scanned.cfg)
+  stacked = scan_layers.stack_layers(params, scanned.cfg)
   batch = random_batch(c0, seed=3, pad_from=[16, 10, 13, 7])
   ours = np.asarray(scanned.apply({'params': stacked}, batch['input_ids'], None,
                                   batch['attention_mask']))

@@ -23,6 +23,7 @@ import transformers
 from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import models
+from sctd_jax import scan_layers
 from sctd_jax import step as step_lib
 
 TIED = {'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
@@ -74,7 +75,7 @@ def to_hf_state_dict(params, tied: bool = True) -> dict[str, np.ndarray]:
   """NumPy arrays under HF names, from params in any layout (scanned runs
   are unstacked first); `tied` adds the decoder's tied copies."""
   out = {}
-  per_layer = models.unstack_layers(params)
+  per_layer = scan_layers.unstack_layers(params)
   for path, value in flax.traverse_util.flatten_dict(per_layer).items():
     name, transposed = hf_name(path)
     value = np.asarray(value)
@@ -217,7 +218,7 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
   not; a missing pooler or MLM head is initialised as a new model's would be
   (from `seed`) and listed in `fresh`. Anything else missing, unused or
   mis-shaped raises FormatError. The params come in `cfg`'s layout
-  (`models.stack_layers` when `cfg.scan_layers`)."""
+  (`scan_layers.stack_layers` when `cfg.scan_layers`)."""
   tensors, ignored = _normalised(state_dict)
   hf_config = to_hf_config(cfg)
   expected = {**hf_bert_shapes(hf_config), **pooler_shapes(hf_config)}
@@ -246,6 +247,6 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
                         f'but has {flat[path].shape} after conversion.')
   if tensors:  # Only if our tree and HF's table disagree.
     raise FormatError(f'Tensors with no place in our BERT: {_listing(tensors)}')
-  params = models.stack_layers(flax.traverse_util.unflatten_dict(flat), cfg)
+  params = scan_layers.stack_layers(flax.traverse_util.unflatten_dict(flat), cfg)
   return Imported(params,
                   tuple(sorted(hf_name(p)[0] for p in fresh)), tuple(sorted(ignored)))
