@@ -12,7 +12,8 @@ to baseline, the cost model's ratio, model FLOP/s (cost model) and MFU
 against the device's peak (a data-sheet table, or a matmul measured in the
 same run on CPU). Where torch and transformers are installed, HF's PyTorch
 `BertForMaskedLM` on the same shape is a peer row. `--cycles 0` compiles
-only and reports compile time and memory per device.
+only and reports compile time and memory per device; `--compile` compiles
+the SCTD step from abstract shapes with model.scan_layers off and on.
 """
 
 import json
@@ -103,6 +104,40 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
       if cycle:
         times[name].append((time.perf_counter() - start) / fi)
   return times, memory, compile_s
+
+
+def compile_times(config) -> dict:
+  """{'unrolled'|'scanned': (trace s, XLA compile s)} of the SCTD train_step
+  (its cond holds the token-dropping and the SCTD branch, so every layer
+  kind), lowered from abstract shapes (jax.eval_shape: no parameter is
+  allocated, so BERT-large compiles where it could not train)."""
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       random_batch(config, np.random.default_rng(0)))
+  out = {}
+  for scan in (False, True):
+    c = variant_config(config, 'sctd', False)
+    c.model.scan_layers = scan
+    model = models.BertForMaskedLM(step_lib.model_config(c, c.model.vocab_size))
+    importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
+    state = jax.eval_shape(lambda: step_lib.create_train_state(
+        c, model, importance, jax.random.PRNGKey(0)))
+    start = time.perf_counter()
+    lowered = step_lib.make_train_step(model, c).lower(state, batch)
+    traced = time.perf_counter() - start
+    lowered.compile()
+    compiled = time.perf_counter() - start - traced
+    out['scanned' if scan else 'unrolled'] = (traced, compiled)
+  return out
+
+
+def format_compile_times(config, times: dict) -> str:
+  m = config.model
+  lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {machine()}",
+           f'SCTD train_step, {m.num_layers} layers, hidden {m.hidden_size}, '
+           f'{m.num_heads} heads, seq {config.data.seq_len}, batch '
+           f'{config.train.batch_size}: seconds to trace + XLA-compile']
+  lines += [f'{layout:<10}{t[0]:>8.1f} + {t[1]:.1f}' for layout, t in times.items()]
+  return '\n'.join(lines)
 
 
 def profile(config, directory: str) -> Iterator[str]:
@@ -324,6 +359,10 @@ def define_flags() -> None:
   flags.DEFINE_bool(
       'data', False, "Instead of step times, the input pipeline's tokens/s alone "
       '(the config\'s data.source and tokenizer), one process, no model.')
+  flags.DEFINE_bool(
+      'compile', False, 'Instead of step times, the trace and compile time of '
+      'the SCTD step with model.scan_layers off and on, from abstract shapes '
+      '(no parameters allocated; fits BERT-large).')
   flags.DEFINE_bool('predict', False, 'Instead of step times, the tokens/s the cost '
                     'model predicts at 50% MFU on the peak table\'s chips.')
   flags.DEFINE_string(
@@ -348,6 +387,9 @@ def main(argv):
     print(json.dumps(result, indent=2))
   elif args.predict:
     print(predict(config))
+  elif args.compile:
+    result = compile_times(config)
+    print(format_compile_times(config, result))
   elif args.profile:
     for table in profile(config, args.profile):
       print(table, flush=True)

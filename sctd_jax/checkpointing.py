@@ -19,7 +19,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sctd_jax import cli
+from sctd_jax import config as config_lib
+from sctd_jax import models
 from sctd_jax import paths
+from sctd_jax import scan_layers
 
 SHAPE_KEYS = ('vocab_size', 'hidden_size', 'num_layers', 'num_heads',
               'intermediate_size', 'max_position_embeddings', 'type_vocab_size')
@@ -35,7 +38,17 @@ def checkpoint_dir(workdir: str):
 
 
 def model_shape(config) -> dict:
-  return {k: config.model[k] for k in SHAPE_KEYS}
+  """The SHAPE_KEYS and, with model.scan_layers, the scanned runs whose
+  stacked params the checkpoint holds (their split follows the token_drop
+  layers); absent, the per-layer layout of unscanned (and older) runs."""
+  shape = {k: config.model[k] for k in SHAPE_KEYS}
+  if config.model.get('scan_layers', False):  # Older workdirs: per-layer.
+    first, last = config_lib.drop_layers(config)
+    cfg = models.BertConfig(vocab_size=1, num_layers=config.model.num_layers,
+                            scan_layers=True, first_drop_layer=first,
+                            last_drop_layer=last)
+    shape['layer_runs'] = [run.name for run in scan_layers.layer_runs(cfg)]
+  return shape
 
 
 class Checkpointer:
@@ -114,13 +127,17 @@ class Checkpointer:
 
 
 def _check_shape(saved: dict, current: dict, where: str) -> None:
-  diffs = [f'{k}: checkpoint {saved.get(k)} vs config {current[k]}'
-           for k in current if saved.get(k) != current[k]]
+  keys = [*current, *(k for k in saved if k not in current)]
+  diffs = [f'{k}: checkpoint {saved.get(k)} vs config {current.get(k)}'
+           for k in keys if saved.get(k) != current.get(k)]
   if diffs:
+    layout = (' (layer_runs follows model.scan_layers and token_drop.first_layer'
+              ' and last_layer)' if saved.get('layer_runs') != current.get('layer_runs')
+              else '')
     raise CheckpointMismatch(
         f'The checkpoint {where} was trained with another model shape '
         f'({"; ".join(diffs)}). Use a new --workdir for a new model, or '
-        'restore the original model.* values.')
+        f'restore the original model.* values{layout}.')
 
 
 class StopRequest:

@@ -47,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
       # 'auto': bfloat16 on GPU/TPU, float32 on CPU.
       dtype='auto',
       remat=False,  # Recompute each layer's activations in the backward pass.
+      # Run each homogeneous run of layers (full prefix, kept-only middle, full
+      # suffix; the cross layer apart) as one nn.scan over params stacked per
+      # run, so compile time does not grow with depth (MaxText's scan_layers).
+      # On, as in MaxText: see docs/performance.md for the cost on CPU.
+      scan_layers=True,
       # jax.nn.dot_product_attention implementation. 'auto': cuDNN's fused
       # kernel on GPU with bf16/fp16 (where attention dropout is off), else XLA.
       attention='auto',
@@ -217,6 +222,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
          f'must divide model.hidden_size={m.hidden_size}')
   check(m.hidden_act in ACTIVATIONS, 'model.hidden_act', m.hidden_act,
          f'use one of {ACTIVATIONS}')
+  check(isinstance(m.scan_layers, bool), 'model.scan_layers', m.scan_layers,
+         'must be True or False')
   check(m.dtype in DTYPES, 'model.dtype', m.dtype, f'use one of {DTYPES}')
   check(m.attention in ATTENTIONS, 'model.attention', m.attention,
          f'use one of {ATTENTIONS}')

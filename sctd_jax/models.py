@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sctd_jax import scan_layers
 from sctd_jax import token_drop
 
 
@@ -41,6 +42,8 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
   remat: bool = False
+  # Scan each homogeneous run of layers (scan_layers.py); params stacked per run.
+  scan_layers: bool = True
   # 'auto' | 'xla' | 'cudnn': jax.nn.dot_product_attention's implementation.
   attention: str = 'auto'
   # Token-dropping layer range, 0-indexed (docs/design.md section 1).
@@ -227,12 +230,37 @@ class LayerStack(nn.Module):
 
   def setup(self):
     # Remat keeps parameter paths; argument 4 (`deterministic`) is static.
-    layer = nn.remat(Layer, static_argnums=(4,)) if self.cfg.remat else Layer
-    self.layers = [layer(self.cfg, name=str(i)) for i in range(self.cfg.num_layers)]
+    # Under scan, the loop already keeps XLA from merging the recomputation
+    # away (MaxText's prevent_cse=not scan_layers).
+    cfg = self.cfg
+    layer = (nn.remat(Layer, static_argnums=(4,), prevent_cse=not cfg.scan_layers)
+             if cfg.remat else Layer)
+    self.runs = scan_layers.layer_runs(cfg)
+    self.layers = [layer(cfg, name=run.name) for run in self.runs]
+
+  def _run(self, index, x, x_kv, mask, deterministic, keep_hidden):
+    """Applies run `index`: (its output, its layers' [CLS] states [n, B, d]
+    and, if `keep_hidden`, hidden states [n, B, T, d])."""
+    run, layer = self.runs[index], self.layers[index]
+    if not run.stacked:
+      x = layer(x, x_kv, mask, deterministic)
+      return x, x[None, :, 0], [x] if keep_hidden else None
+
+    def body(module, carry, mask, deterministic):
+      y = module(carry, carry, mask, deterministic)
+      return y, (y[:, 0], y if keep_hidden else None)
+
+    scan = nn.scan(body, variable_axes={'params': 0, 'intermediates': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(nn.broadcast, nn.broadcast), length=run.stop - run.start,
+                   metadata_params={nn.PARTITION_NAME: 'layers'})
+    x, (cls, hidden) = scan(layer, x, mask, deterministic)
+    return x, cls, None if hidden is None else list(hidden)
 
   def __call__(self, x, mask, keep_indices, deterministic, start=0, stop=None):
     """Runs layers `start` to `stop - 1` (default: all) on `x`, the input of
-    layer `start`; with `keep_indices`, `start` must not pass the cross layer.
+    layer `start`; with `keep_indices`, `start` must not pass the cross
+    layer. Under `scan_layers`, `start` and `stop` must bound runs.
 
     Returns the last hidden states [B, S, d] and each run layer's [CLS] state
     [stop - start, B, d] (the kept set always holds [CLS] at index 0). Each
@@ -240,22 +268,28 @@ class LayerStack(nn.Module):
     probing with `mutable='intermediates'` and free otherwise."""
     cfg = self.cfg
     first, last = cfg.first_drop_layer, cfg.last_drop_layer
+    stop = cfg.num_layers if stop is None else stop
+    keep_hidden = self.is_mutable_collection('intermediates')
     cls_states = []
-    for i in range(start, cfg.num_layers if stop is None else stop):
-      layer = self.layers[i]
-      if keep_indices is None or i < first or i > last:
-        x = layer(x, x, mask, deterministic)
-      elif i == first:
-        full_x = x
-        kept_mask = token_drop.gather(mask, keep_indices)
-        x = layer(token_drop.gather(x, keep_indices), full_x, mask, deterministic)
-      else:
-        x = layer(x, x, kept_mask, deterministic)
-      if keep_indices is not None and i == last:
-        x = token_drop.scatter(full_x, keep_indices, x)
-      self.sow('intermediates', 'hidden_states', x)
-      cls_states.append(x[:, 0])
-    return x, jnp.stack(cls_states)
+    for index, run in enumerate(self.runs):
+      if run.stop <= start or run.start >= stop:
+        continue
+      if run.start < start or run.stop > stop:
+        raise ValueError(f'Layers {start} to {stop - 1} split the scanned run '
+                         f'{run.name}: start and stop must bound runs.')
+      x_kv, kv_mask = x, mask  # The cross layer's keys: all tokens.
+      if keep_indices is not None and run.start == first:
+        full_x, full_mask = x, mask
+        x, mask = (token_drop.gather(x, keep_indices),
+                   token_drop.gather(mask, keep_indices))
+      x, cls, hidden = self._run(index, x, x_kv, kv_mask, deterministic, keep_hidden)
+      if keep_indices is not None and run.stop - 1 == last:
+        x, mask = token_drop.scatter(full_x, keep_indices, x), full_mask
+        hidden = hidden if hidden is None else [*hidden[:-1], x]
+      for h in (() if hidden is None else hidden):
+        self.sow('intermediates', 'hidden_states', h)
+      cls_states.append(cls)
+    return x, jnp.concatenate(cls_states)
 
 
 class Encoder(nn.Module):

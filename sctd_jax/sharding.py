@@ -29,6 +29,9 @@ LOGICAL_RULES = (
     ('heads', 'tensor'),
     ('mlp', 'tensor'),
     ('embed', 'fsdp'),
+    # The stacked-layer axis of scanned runs (model.scan_layers): every
+    # device holds all layers of its shard, as in MaxText.
+    ('layers', None),
 )
 
 

@@ -30,7 +30,8 @@ CONFIG = tiny_config(**{'model.vocab_size': 96, 'train.batch_size': 8, 'sctd.fi'
 PROBES = {  # parameter -> path in the params tree
     'word_embeddings': ('bert', 'embeddings', 'word_embeddings', 'embedding'),
     'query': ('bert', 'encoder', 'layer', '1', 'attention', 'self', 'query', 'kernel'),
-    'ffn_in': ('bert', 'encoder', 'layer', '2', 'intermediate', 'dense', 'kernel'),
+    # Layer 2 alone is a scanned run (model.scan_layers): a stacked [1, ...] kernel.
+    'ffn_in': ('bert', 'encoder', 'layer', '2-2', 'intermediate', 'dense', 'kernel'),
 }
 
 

@@ -24,6 +24,7 @@ from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax.hf import format as hf_format
 from sctd_jax.hf import load as hf_load
 from sctd_jax.hf import save as export
+from sctd_jax import scan_layers
 from test_train import ROOT, SMALL
 
 # Baseline: the smallest step to compile; what is exported does not depend
@@ -234,7 +235,7 @@ def test_import_refuses_tensors_that_do_not_fit(run, out, change, message):
 def test_export_check_refuses_a_tree_hf_does_not_have(run):
   step10 = hf_load.load_workdir(str(run))
   hf_config = hf_format.to_hf_config(step10.model.cfg)
-  params = jax.tree.map(np.asarray, step10.params)
+  params = scan_layers.unstack_layers(jax.tree.map(np.asarray, step10.params))
   del params['bert']['encoder']['layer']['3']['attention']['self']['key']['bias']
   params['cls']['predictions']['scale'] = np.ones(3)
   with pytest.raises(hf_format.FormatError) as error:

@@ -70,10 +70,11 @@ def test_mesh_at_the_default_xla_optimisation_level():
 def test_params_and_batch_are_sharded_by_the_rules(results, mesh):
   data, fsdp, tensor = map(int, mesh.split(','))
   got = results[str((data, fsdp, tensor))]
-  # vocab -> tensor, embed -> fsdp, heads -> tensor, mlp -> tensor.
+  # vocab -> tensor, embed -> fsdp, heads -> tensor, mlp -> tensor, and the
+  # stacked axis of a scanned run, layers, unsharded.
   want = {'word_embeddings': [96 // tensor, 32 // fsdp],
           'query': [32 // fsdp, 32 // tensor],
-          'ffn_in': [32 // fsdp, 64 // tensor]}
+          'ffn_in': [1, 32 // fsdp, 64 // tensor]}
   assert got['params'] == want
   assert got['adam_mu'] == want   # optimizer moments follow their params
   assert got['importance'] == [96]   # replicated

@@ -66,10 +66,11 @@ def test_weight_decay_skips_biases_and_layernorm():
   config = tiny_config()
   _, state = _state(config)
   mask = step_lib.decay_mask(state.params)
-  layer = mask['bert']['encoder']['layer']['0']
-  assert layer['attention']['self']['query']['kernel'] is True
-  assert layer['attention']['self']['query']['bias'] is False
-  assert layer['output']['LayerNorm']['scale'] is False
+  # Stacked runs of layers (model.scan_layers) and the cross layer alike.
+  for layer in mask['bert']['encoder']['layer'].values():
+    assert layer['attention']['self']['query']['kernel'] is True
+    assert layer['attention']['self']['query']['bias'] is False
+    assert layer['output']['LayerNorm']['scale'] is False
   assert mask['bert']['embeddings']['word_embeddings']['embedding'] is True
   assert mask['cls']['predictions']['bias'] is False
 

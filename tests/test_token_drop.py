@@ -7,6 +7,7 @@ import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import models
+from sctd_jax import scan_layers
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
@@ -161,7 +162,7 @@ def test_dropped_forward_schedule_matches_composed_layers(first, last, overrides
                           mutable='intermediates')
   got_states = sown['intermediates']['bert']['encoder']['layer']['hidden_states']
   cfg = step_lib.model_config(config, config.model.vocab_size)
-  p = jax.tree.map(np.asarray, params)
+  p = jax.tree.map(np.asarray, scan_layers.unstack_layers(params))  # Scanned runs too.
   emb = models.Embeddings(cfg).apply({'params': p['bert']['embeddings']},
                                      batch['input_ids'], batch['token_type_ids'], True)
   layer = lambda i, xq, xkv, m: _reference_layer(

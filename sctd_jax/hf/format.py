@@ -11,6 +11,7 @@ conversion against it tests the mapping instead of restating it (and needs
 no torch; tests/test_export.py pins it to HF's PyTorch model).
 """
 
+import dataclasses
 import re
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ import transformers
 from sctd_jax import cli
 from sctd_jax import config as config_lib
 from sctd_jax import models
+from sctd_jax import scan_layers
 from sctd_jax import step as step_lib
 
 TIED = {'cls.predictions.decoder.weight': 'bert.embeddings.word_embeddings.weight',
@@ -70,9 +72,11 @@ def hf_name(path: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def to_hf_state_dict(params, tied: bool = True) -> dict[str, np.ndarray]:
-  """NumPy arrays under HF names; `tied` adds the decoder's tied copies."""
+  """NumPy arrays under HF names, from params in any layout (scanned runs
+  are unstacked first); `tied` adds the decoder's tied copies."""
   out = {}
-  for path, value in flax.traverse_util.flatten_dict(params).items():
+  per_layer = scan_layers.unstack_layers(params)
+  for path, value in flax.traverse_util.flatten_dict(per_layer).items():
     name, transposed = hf_name(path)
     value = np.asarray(value)
     out[name] = np.ascontiguousarray(value.T if transposed else value)
@@ -213,7 +217,8 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
   names. Tied decoder copies, the pooler and the MLM head may be present or
   not; a missing pooler or MLM head is initialised as a new model's would be
   (from `seed`) and listed in `fresh`. Anything else missing, unused or
-  mis-shaped raises FormatError."""
+  mis-shaped raises FormatError. The params come in `cfg`'s layout
+  (`scan_layers.stack_layers` when `cfg.scan_layers`)."""
   tensors, ignored = _normalised(state_dict)
   hf_config = to_hf_config(cfg)
   expected = {**hf_bert_shapes(hf_config), **pooler_shapes(hf_config)}
@@ -221,7 +226,8 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
               if name in POOLER or name.startswith(MLM_HEAD)]
   check_tensors(tensors, expected, optional=optional)
 
-  model = models.BertForMaskedLM(cfg)
+  # Converted in HF's per-layer layout, then stacked as `cfg` runs it.
+  model = models.BertForMaskedLM(dataclasses.replace(cfg, scan_layers=False))
   init = lambda rng: models.init_params(model, rng)
   template = flax.traverse_util.flatten_dict(
       jax.eval_shape(init, jax.random.PRNGKey(seed)))
@@ -241,5 +247,6 @@ def from_hf_state_dict(state_dict: dict, cfg: models.BertConfig,
                         f'but has {flat[path].shape} after conversion.')
   if tensors:  # Only if our tree and HF's table disagree.
     raise FormatError(f'Tensors with no place in our BERT: {_listing(tensors)}')
-  return Imported(flax.traverse_util.unflatten_dict(flat),
+  params = scan_layers.stack_layers(flax.traverse_util.unflatten_dict(flat), cfg)
+  return Imported(params,
                   tuple(sorted(hf_name(p)[0] for p in fresh)), tuple(sorted(ignored)))

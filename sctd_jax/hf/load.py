@@ -31,6 +31,7 @@ from sctd_jax.hf import format as hf_format
 from sctd_jax.hf.format import FormatError
 from sctd_jax import models
 from sctd_jax import paths
+from sctd_jax import scan_layers
 from sctd_jax import step as step_lib
 
 # config.model keys that change what the weights compute; dropout and the
@@ -154,7 +155,8 @@ def read_hf_tensors(folder: str) -> dict[str, np.ndarray]:
 
 def _import(folder: str, cfg: models.BertConfig) -> hf_format.Imported:
   imported = hf_format.from_hf_state_dict(read_hf_tensors(folder), cfg)
-  loaded = len(jax.tree.leaves(imported.params)) - len(imported.fresh)
+  per_layer = scan_layers.unstack_layers(imported.params)
+  loaded = len(jax.tree.leaves(per_layer)) - len(imported.fresh)
   logging.info('Loaded %d tensors from %s.', loaded, folder)
   if imported.fresh:
     logging.warning('Not in %s, initialised afresh: %s.', folder,
