@@ -42,7 +42,7 @@ def model_shape(config) -> dict:
   stacked params the checkpoint holds (their split follows the token_drop
   layers); absent, the per-layer layout of unscanned (and older) runs."""
   shape = {k: config.model[k] for k in SHAPE_KEYS}
-  if config.model.get('scan_layers', False):  # Older workdirs: per-layer.
+  if config.model.scan_layers:
     first, last = config_lib.drop_layers(config)
     cfg = models.BertConfig(vocab_size=1, num_layers=config.model.num_layers,
                             scan_layers=True, first_drop_layer=first,

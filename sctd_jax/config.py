@@ -23,6 +23,23 @@ POOLINGS = ('mean', 'cls')
 ON_NONFINITE = ('stop', 'skip')
 
 
+# What a key absent from an older run's config.json meant when it was written,
+# where that differs from today's default.
+BEFORE_THE_KEY = {('model', 'scan_layers'): False}
+
+
+def saved(values: dict) -> ml_collections.ConfigDict:
+  """The config of a run from its config.json `values`: today's keys with
+  their defaults, the run's values over them, and BEFORE_THE_KEY for keys
+  the run predates, so a workdir stays readable as keys are added."""
+  c = base_config()
+  for (section, key), value in BEFORE_THE_KEY.items():
+    if key not in values.get(section, {}):
+      c[section][key] = value
+  c.update(values)
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key with the paper's value where it has one (docs/design.md section 1)."""
   c = ml_collections.ConfigDict()

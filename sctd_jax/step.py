@@ -74,8 +74,6 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
   config), with the token-dropping layers resolved."""
   m = config.model
   first, last = config_lib.drop_layers(config)
-  # A workdir written before model.scan_layers existed holds per-layer params.
-  scan_layers = m.get('scan_layers', False)
   return models.BertConfig(
       vocab_size=vocab_size, hidden_size=m.hidden_size,
       num_layers=m.num_layers, num_heads=m.num_heads,
@@ -85,7 +83,7 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
       dropout_rate=m.dropout_rate,
       attention_dropout_rate=m.attention_dropout_rate,
       layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
-      dtype=compute_dtype(m.dtype), remat=m.remat, scan_layers=scan_layers,
+      dtype=compute_dtype(m.dtype), remat=m.remat, scan_layers=m.scan_layers,
       attention=m.attention,
       first_drop_layer=first, last_drop_layer=last)
 

@@ -2,6 +2,8 @@
 being refused; a config the model cannot run is refused in one line that
 says what to set."""
 
+import json
+
 import pytest
 
 from sctd_jax import config as config_lib
@@ -45,3 +47,18 @@ def test_three_layers_with_the_default_drop_layers_say_what_to_set():
   config_lib.validate(c)
   assert config_lib.drop_layers(c) == (1, 1)
 
+
+
+def test_a_saved_config_from_before_later_keys_reads_with_what_they_meant():
+  """An older run's config.json lacks keys added since: model.scan_layers
+  then meant per-layer params (not today's scanned default), data.workers
+  the default; the run's own values win."""
+  values = json.loads(config_lib.base_config().to_json())
+  del values['model']['scan_layers'], values['data']['workers']
+  values['model']['hidden_size'] = 48
+  c = config_lib.saved(values)
+  assert c.model.scan_layers is False and config_lib.base_config().model.scan_layers
+  assert c.data.workers == config_lib.base_config().data.workers
+  assert c.model.hidden_size == 48
+  values['model']['scan_layers'] = True
+  assert config_lib.saved(values).model.scan_layers is True

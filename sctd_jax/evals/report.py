@@ -66,7 +66,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   if not all(key in config for key in ('method', 'model', 'train')):
     raise ReportError(f'{path} is not a training config (no method, model and '
                       'train keys); is this an exported HF folder?')
-  return ml_collections.ConfigDict(config)
+  return config_lib.saved(config)
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -18,7 +18,6 @@ from absl import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import huggingface_hub
 import safetensors.numpy
@@ -89,7 +88,7 @@ def load_pretrained(path: str):
 
 def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
   """The params of checkpoint `step` (default: the newest) of a training run."""
-  config = ml_collections.ConfigDict(_read_json(
+  config = config_lib.saved(_read_json(
       os.path.join(workdir, 'config.json'), 'so it is not a training workdir; '
       'python -m sctd_jax.train writes one into its --workdir'))
   directory = os.path.join(workdir, 'checkpoints')
