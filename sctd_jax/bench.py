@@ -11,15 +11,18 @@ all alike. Printed per variant: median step time, tokens/s, measured ratio
 to baseline, the cost model's ratio, model FLOP/s (cost model) and MFU
 against the device's peak (a data-sheet table, or a matmul measured in the
 same run on CPU). Where torch and transformers are installed, HF's PyTorch
-`BertForMaskedLM` on the same shape is a peer row. `--cycles 0` compiles
-only and reports compile time and memory per device; `--compile` compiles
-the SCTD step from abstract shapes with model.scan_layers off and on.
+`BertForMaskedLM` on the same shape, batch, masked positions, dropout and
+AdamW is a peer row, its cycles interleaved with the JAX ones and its
+intra-op threads as many as XLA's. `--cycles 0` compiles only and reports
+compile time and memory per device; `--compile` compiles the SCTD step from
+abstract shapes with model.scan_layers off and on.
 """
 
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from typing import Iterator
@@ -49,6 +52,7 @@ from sctd_jax import token_drop
 # its prefix shared (beyond the paper).
 VARIANTS = (('baseline', 'baseline', False), ('token_drop', 'token_drop', False),
             ('sctd', 'sctd', False), ('sctd_shared', 'sctd', True))
+HF_ROW = 'hf_pytorch_baseline'   # The peer: HF's PyTorch BertForMaskedLM.
 
 
 def variant_config(config, method: str, share_prefix: bool):
@@ -71,10 +75,9 @@ def random_batch(config, rng: np.random.Generator) -> dict:
               mlm_ids=labels, mlm_weights=np.ones((B, P), np.float32))
 
 
-def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
-  """Per-cycle mean step time (s) of each variant, cycles interleaved; each
-  compiled step's memory per device (XLA's memory analysis) and compile time."""
-  fi = config.sctd.fi
+def jax_runners(config) -> tuple[dict, dict, dict]:
+  """Per variant, a function running one step; each compiled step's memory
+  per device (XLA's memory analysis) and compile time."""
   mesh = sharding.make_mesh(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -93,17 +96,35 @@ def time_jax_methods(config, cycles: int) -> tuple[dict, dict, dict]:
         model, c, (state_sharding, batch_sharding, replicated)).lower(state, batch).compile()
     compile_s[name] = time.perf_counter() - start
     memory[name] = device_memory(compiled)
-    runners[name] = [compiled, state]
+    runners[name] = _stepper(compiled, state, batch)
+  return runners, memory, compile_s
+
+
+def _stepper(compiled, state, batch):
+  """One call of `compiled` on the state it returned last (donated); returns
+  its outputs, which may still be computing."""
+  holder = [state]
+
+  def run_step():
+    holder[0], metrics = compiled(holder[0], batch)
+    return holder[0], metrics
+  return run_step
+
+
+def time_interleaved(runners: dict, cycles: int, steps_per_cycle: int) -> dict:
+  """Per-cycle mean step time (s) of each runner: cycle 0 warms up, then the
+  runners take turns cycle by cycle, so drift of a shared machine hits all
+  alike. A cycle ends when its last step's outputs are ready."""
   times = {name: [] for name in runners}
-  for cycle in range(cycles + 1 if cycles else 0):  # Cycle 0 warms up.
-    for name, runner in runners.items():
+  for cycle in range(cycles + 1 if cycles else 0):
+    for name, run_step in runners.items():
       start = time.perf_counter()
-      for _ in range(fi):
-        runner[1], metrics = runner[0](runner[1], batch)
-      jax.block_until_ready((runner[1], metrics))
+      for _ in range(steps_per_cycle):
+        outputs = run_step()
+      jax.block_until_ready(outputs)
       if cycle:
-        times[name].append((time.perf_counter() - start) / fi)
-  return times, memory, compile_s
+        times[name].append((time.perf_counter() - start) / steps_per_cycle)
+  return times
 
 
 def compile_times(config) -> dict:
@@ -159,8 +180,9 @@ def profile(config, directory: str) -> Iterator[str]:
     start = time.perf_counter()
     trace = hlo_profile.trace_steps(run_step, 3, os.path.join(directory, name))
     wall = time.perf_counter() - start
+    names = hlo_profile.op_names(train_step.as_text())
     yield f'{name} (3 steps)\n' + hlo_profile.format_top(
-        hlo_profile.op_times(trace), wall)
+        hlo_profile.op_times(trace, names), wall, top=20)
 
 
 def device_memory(compiled) -> float | None:
@@ -173,15 +195,17 @@ def device_memory(compiled) -> float | None:
           + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
-def time_hf_pytorch(config, steps: int) -> list[float] | None:
-  """Step times of HF's PyTorch BertForMaskedLM (AdamW), or None if absent."""
+def hf_pytorch_runner(config):
+  """A function running one training step of HF's PyTorch BertForMaskedLM
+  (AdamW, float32) on the batch the JAX steps get, with as many intra-op
+  threads as XLA:CPU uses (this process's cores); None without torch."""
   try:
     import torch
     import transformers
   except ImportError:
     return None
   torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
   m = config.model
   hf_config = transformers.BertConfig(
       vocab_size=m.vocab_size, hidden_size=m.hidden_size,
@@ -191,22 +215,21 @@ def time_hf_pytorch(config, steps: int) -> list[float] | None:
       hidden_dropout_prob=m.dropout_rate,
       attention_probs_dropout_prob=m.attention_dropout_rate)
   model = transformers.BertForMaskedLM(hf_config).train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                weight_decay=config.train.weight_decay)
   batch = random_batch(config, np.random.default_rng(0))
   ids = torch.from_numpy(batch['input_ids']).long()
-  labels = torch.full_like(ids, -100)
+  labels = torch.full_like(ids, -100)   # The same masked positions and labels.
   labels.scatter_(1, torch.from_numpy(batch['mlm_positions']).long(),
                   torch.from_numpy(batch['mlm_ids']).long())
-  times = []
-  for i in range(steps + 2):  # Two warm-up steps.
-    start = time.perf_counter()
+
+  def run_step():
     loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if i >= 2:
-      times.append(time.perf_counter() - start)
-  return times
+    return loss.detach()
+  return run_step
 
 
 def time_checkpoint(config, directory: str) -> dict:
@@ -244,7 +267,11 @@ def run(config, cycles: int, hf: bool) -> dict:
   the PyTorch peer; with `cycles=0` only compile time and memory."""
   config_lib.validate(config)
   tokens = config.train.batch_size * config.data.seq_len
-  jax_times, memory, compile_s = time_jax_methods(config, cycles)
+  runners, memory, compile_s = jax_runners(config)
+  hf_step = hf_pytorch_runner(config) if hf and cycles else None
+  if hf_step:
+    runners[HF_ROW] = hf_step
+  times = time_interleaved(runners, cycles, config.sctd.fi)
   mb = {m: v and v / 2**20 for m, v in memory.items()}
   m = config.model
   result = dict(
@@ -262,7 +289,7 @@ def run(config, cycles: int, hf: bool) -> dict:
     return result
   peak, result['peak_source'] = cost_model.peak_flops()
   result['peak_flops_per_s'] = peak
-  base = statistics.median(jax_times['baseline'])
+  base = statistics.median(times['baseline'])
 
   def row(name, times, c):
     median = statistics.median(times)
@@ -274,13 +301,14 @@ def run(config, cycles: int, hf: bool) -> dict:
   result['rows'] = []
   for name, method, share_prefix in VARIANTS:
     c = variant_config(config, method, share_prefix)
-    result['rows'].append(dict(row(name, jax_times[name], c),
+    result['rows'].append(dict(row(name, times[name], c),
                                compile_s=compile_s[name],
                                memory_per_device_mb=mb[name]))
-  hf_times = time_hf_pytorch(config, cycles * config.sctd.fi) if hf else None
-  if hf_times:
-    result['rows'].append(row('hf_pytorch_baseline', hf_times,
+  if hf_step:
+    result['rows'].append(row(HF_ROW, times[HF_ROW],
                               variant_config(config, 'baseline', False)))
+    result['threads'] = dict(jax=len(os.sched_getaffinity(0)),
+                             torch=sys.modules['torch'].get_num_threads())
   return result
 
 
@@ -331,7 +359,8 @@ def machine() -> str:
 def format_table(result: dict) -> str:
   lines = [f"{result['date']}  {result['machine']}",
            'shape: ' + ', '.join(f'{k}={v}' for k, v in result['shape'].items()),
-           f"peak {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})",
+           f"peak {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})"
+           + ''.join(f', {k} {v} threads' for k, v in result.get('threads', {}).items()),
            f"{'method':<22}{'step ms':>9}{'tokens/s':>10}{'ratio':>7}{'cost model':>11}"
            f"{'GFLOP/s':>9}{'MFU':>7}{'compile s':>10}{'MB/device':>10}"]
   for r in result['rows']:

@@ -21,6 +21,8 @@ DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 ATTENTIONS = ('auto', 'xla', 'cudnn')
 POOLINGS = ('mean', 'cls')
 ON_NONFINITE = ('stop', 'skip')
+# jax.random implementations the dropout masks can be drawn with.
+DROPOUT_PRNGS = ('philox4x32', 'threefry2x32')
 
 
 # What a key absent from an older run's config.json meant when it was written,
@@ -128,6 +130,11 @@ def base_config() -> ml_collections.ConfigDict:
       # Also keep every checkpoint of a step divisible by this, permanently
       # (a multiple of checkpoint_every); 0 keeps only the newest.
       keep_every=0,
+      # jax.random implementation of the dropout masks (the state's key stays
+      # threefry2x32). On CPU JAX runs threefry as a rolled loop, about 3x
+      # slower than philox4x32, which has the same 64-bit key (docs/performance.md).
+      # 'threefry2x32' gives the dropout masks of runs made before it existed.
+      dropout_prng='philox4x32',
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -291,6 +298,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
          'must be >= 0 (0 disables clipping)')
   check(t.on_nonfinite in ON_NONFINITE, 'train.on_nonfinite', t.on_nonfinite,
         f'use one of {ON_NONFINITE}')
+  check(t.dropout_prng in DROPOUT_PRNGS, 'train.dropout_prng', t.dropout_prng,
+        f'use one of {DROPOUT_PRNGS}')
   check(t.max_skipped > 0, 'train.max_skipped', t.max_skipped,
         'must be a positive integer')
   check(t.step_timeout_s >= 0, 'train.step_timeout_s', t.step_timeout_s,

@@ -95,6 +95,16 @@ def compute_dtype(name: str) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def dropout_key(key: jax.Array, impl: str) -> jax.Array:
+  """`key` (a raw threefry2x32 key) as a key of `impl`, `train.dropout_prng`.
+
+  The same 64 bits seed either implementation; only how the dropout masks
+  are drawn from them changes. XLA:CPU runs jax's threefry as a rolled loop
+  of five round groups, each writing its whole array, so its masks cost
+  about 3x philox4x32's there (docs/performance.md)."""
+  return key if impl == 'threefry2x32' else jax.random.wrap_key_data(key, impl=impl)
+
+
 def create_train_state(config, model: models.BertForMaskedLM,
                        importance: jax.Array, rng: jax.Array) -> TrainState:
   params_rng, step_rng = jax.random.split(rng)
@@ -208,14 +218,15 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
 
   def train_step(state: TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    select_key, dropout_key = jax.random.split(rng)
+    select_key, drop_key = jax.random.split(rng)
     keep_indices = None
     if method != 'baseline':
       k = token_drop.keep_count(batch['input_ids'].shape[1],
                                 config.token_drop.keep_rate)
       keep_indices = token_drop.select_kept(state.importance,
                                             batch['input_ids'], k, select_key)
-    args = (state.params, batch, keep_indices, dropout_key)
+    args = (state.params, batch, keep_indices,
+            dropout_key(drop_key, config.train.dropout_prng))
     # The branch is chosen once per optimizer step, for all its micro-batches.
     is_sctd_step = jnp.logical_and(method == 'sctd', state.step % fi == 0)
     if method == 'baseline':
