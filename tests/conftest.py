@@ -47,6 +47,21 @@ def tiny_config(**overrides):
   return c
 
 
+def save_word_bert(folder, vocab, head='BertModel'):
+  """Saves in `folder` a tokenizer of exactly `vocab` (special tokens first)
+  and a tiny random HF `head` (a transformers class name) over it: a BERT
+  folder whose pieces the tests choose."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
+  transformers.BertTokenizerFast(str(folder / 'vocab.txt')).save_pretrained(folder)
+  torch.manual_seed(0)
+  getattr(transformers, head)(transformers.BertConfig(
+      vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+      intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+  return folder
+
+
 def random_batch(config, seed=0, pad_from=None):
   """Batch of random ids with [CLS]/[SEP], optional right padding per row."""
   rng = np.random.default_rng(seed)

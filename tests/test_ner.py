@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import save_word_bert
 from sctd_jax.evals import ner
 
 torch = pytest.importorskip('torch')
@@ -60,17 +61,11 @@ def test_read_conll_and_k_shot_sampling_by_seed(tmp_path):
 
 @pytest.fixture(scope='module')
 def bert_folder(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('bert')
   # 'london' and 'berlin' are two word pieces each.
-  vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'lon', '##don', 'ber', '##lin'] + [
-      w for w in WORDS if w not in ('london', 'berlin')]
-  (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-  transformers.BertTokenizerFast(str(folder / 'vocab.txt')).save_pretrained(folder)
-  torch.manual_seed(0)
-  transformers.BertModel(transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-      intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-  return folder
+  return save_word_bert(
+      tmp_path_factory.mktemp('bert'),
+      ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'lon', '##don', 'ber', '##lin'] + [
+      w for w in WORDS if w not in ('london', 'berlin')])
 
 
 def test_labels_sit_on_each_words_first_piece(bert_folder, tmp_path):

@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+from conftest import save_word_bert
 from sctd_jax.evals import squad
 from sctd_jax.evals import squad_metrics
 
@@ -112,15 +113,10 @@ def _squad_file(path, v2, seed):
 
 @pytest.fixture(scope='module')
 def bert_folder(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('bert')
-  vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.', '?', ','] + WORDS
-  (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-  transformers.BertTokenizerFast(str(folder / 'vocab.txt')).save_pretrained(folder)
-  torch.manual_seed(0)
-  transformers.BertForMaskedLM(transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-      intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-  return folder
+  return save_word_bert(
+      tmp_path_factory.mktemp('bert'),
+      ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.', '?', ','] + WORDS,
+      head='BertForMaskedLM')
 
 
 def test_windows_label_the_answer_tokens_and_map_back_to_the_text(bert_folder, tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import save_word_bert
 from sctd_jax.evals import finetune
 from sctd_jax.evals import metrics as glue_metrics
 from sctd_jax.evals import tasks
@@ -22,15 +23,9 @@ WORDS = ('the man woman dog sun rain fell ran broke glass wet cold hot went home
 
 @pytest.fixture(scope='module')
 def bert_folder(tmp_path_factory):
-  folder = tmp_path_factory.mktemp('bert')
-  vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.', '?'] + WORDS
-  (folder / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
-  transformers.BertTokenizerFast(str(folder / 'vocab.txt')).save_pretrained(folder)
-  torch.manual_seed(0)
-  transformers.BertModel(transformers.BertConfig(
-      vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-      intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
-  return folder
+  return save_word_bert(
+      tmp_path_factory.mktemp('bert'),
+      ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '.', '?'] + WORDS)
 
 
 def _sentence(rng, n=5):

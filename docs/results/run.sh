@@ -1,67 +1,90 @@
 #!/usr/bin/env bash
-# Makes docs/results/: baseline, token dropping and SCTD pretrained on the
-# built-in corpus with configs/experiment.py, then probed, fine-tuned on the
-# built-in tasks and compared. From the repository root:
-#   bash docs/results/run.sh [RUNS_DIR]     (default runs/experiment)
-# Each step resumes or is skipped when its output exists, so rerunning after
-# an interruption continues where it stopped.
+# Makes docs/results/: every variant below pretrained with
+# configs/experiment.py under each seed, then probed and fine-tuned on the
+# built-in tasks, and compared across seeds by `sctd_jax.evals.seeds`.
+# From the repository root:
+#   bash docs/results/run.sh [RUNS_DIR]          (default runs/experiment)
+# Environment: SEEDS (default "0 1 2 3 4"), JOBS (runs at a time, default 2),
+# VARIANTS (default all of them, in the order below).
+# A run's folder is RUNS_DIR/seedS/VARIANT. Each step resumes or is skipped
+# when its output exists, so rerunning after an interruption continues where
+# it stopped. Each run's wall and CPU seconds go to its folder's time.txt.
 set -euo pipefail
 RUNS=${1:-runs/experiment}
-METHODS="baseline token_drop sctd"
-mkdir -p "$RUNS"
+SEEDS=${SEEDS:-"0 1 2 3 4"}
+JOBS=${JOBS:-2}
 
-# Waits for the background jobs whose pids and logs are in PIDS and LOGS, and
-# fails naming every one that failed: a bare `wait` returns 0 whatever the
-# jobs returned.
-wait_all() {
-  local failed=0 i
-  for i in "${!PIDS[@]}"; do
-    if ! wait "${PIDS[$i]}"; then
-      echo "error: a job failed; see ${LOGS[$i]}" >&2
-      failed=1
-    fi
-  done
-  PIDS=() LOGS=()
-  return "$failed"
-}
-PIDS=() LOGS=()
+# name: the overrides that make it. The first three are the paper's methods;
+# the rest are SCTD's objective variants (docs/evaluation.md).
+declare -A OVERRIDES=(
+  [baseline]="--config.method=baseline"
+  [token_drop]="--config.method=token_drop"
+  [sctd]="--config.method=sctd"
+  [sctd_masked_tokens]="--config.method=sctd --config.sctd.kl_normalizer=masked_tokens"
+  [sctd_released]="--config.method=sctd --config.sctd.objective=released"
+  [sctd_stop_grad]="--config.method=sctd --config.sctd.stop_grad_teacher=true"
+)
+VARIANTS=${VARIANTS:-"baseline token_drop sctd sctd_masked_tokens sctd_released sctd_stop_grad"}
+TASKS="tense subj_num paraphrase"
 
-# One tokenizer for all three, so they differ only in the method.
-[ -f "$RUNS/tokenizer/tokenizer.json" ] || python -m sctd_jax.data.tokenizer \
-  --source synthetic --out "$RUNS/tokenizer" --vocab_size 1024 --tokenizer_docs 2000
-
-# The three pretraining runs side by side, so they share the machine alike
-# and their step times compare. A finished run only reloads.
-for m in $METHODS; do
-  python -m sctd_jax.train --config configs/experiment.py --workdir "$RUNS/$m" \
-    --config.method="$m" --config.data.tokenizer="$RUNS/tokenizer" \
-    >> "$RUNS/$m.log" 2>&1 &
-  PIDS+=($!) LOGS+=("$RUNS/$m.log")
-done
-wait_all
-
-# Probing and fine-tuning of each run, the three side by side. The built-in
-# tasks' sentences and pairs fit in 64 tokens.
-evaluate() {
-  local run=$1
-  [ -f "$run/probe/probe.json" ] || python -m sctd_jax.evals.probe --init "$run" --out "$run/probe"
-  for task in tense subj_num paraphrase; do
-    [ -f "$run/finetune/$task/eval_results.json" ] || \
-      python -m sctd_jax.evals.finetune --config configs/finetune.py \
-        --workdir "$run/finetune/$task" --config.init="$run" --config.task="$task" \
-        --config.num_seeds=3 --config.data.max_length=64
+# One run: pretraining, probing, then one fine-tuning per built-in task, all
+# with the run's seed. Its log is RUNS/seedS/VARIANT.log.
+one_run() {
+  local seed=$1 variant=$2 dir=$RUNS/seed$1/$2
+  local -a timed=(/usr/bin/time -a -o "$dir/time.txt" -f "%e %U %S")
+  mkdir -p "$dir"
+  # shellcheck disable=SC2086  # OVERRIDES holds several words on purpose.
+  "${timed[@]}" python -m sctd_jax.train --config configs/experiment.py --workdir "$dir" \
+    --config.seed="$seed" --config.data.tokenizer="$RUNS/seed$seed/tokenizer" \
+    ${OVERRIDES[$variant]}
+  [ -f "$dir/probe/probe.json" ] || \
+    "${timed[@]}" python -m sctd_jax.evals.probe --init "$dir" --out "$dir/probe"
+  local task
+  for task in $TASKS; do
+    [ -f "$dir/finetune/$task/eval_results.json" ] || \
+      "${timed[@]}" python -m sctd_jax.evals.finetune --config configs/finetune.py \
+        --workdir "$dir/finetune/$task" --config.init="$dir" --config.task="$task" \
+        --config.seed="$seed" --config.data.max_length=64
   done
 }
-for m in $METHODS; do
-  evaluate "$RUNS/$m" > "$RUNS/$m.eval.log" 2>&1 &
-  PIDS+=($!) LOGS+=("$RUNS/$m.eval.log")
-done
-wait_all
 
-# The runs above shared the machine with each other; the benchmark times the
-# same steps one method at a time, back to back.
+# The seed fixes the corpus, its held-out split and (fits are deterministic)
+# the tokenizer, which all of a seed's variants share.
+for seed in $SEEDS; do
+  [ -f "$RUNS/seed$seed/tokenizer/tokenizer.json" ] || python -m sctd_jax.data.tokenizer \
+    --source synthetic --out "$RUNS/seed$seed/tokenizer" --vocab_size 1024 \
+    --tokenizer_docs 2000 --seed "$seed"
+done
+
+# The paper's methods first, then the variants, each group seed-major so
+# that whole seeds finish first; JOBS runs at a time. A failed run names its
+# log and fails the script once the others are done.
+order() {
+  local group seed v
+  for group in "baseline token_drop sctd" "sctd_masked_tokens sctd_released sctd_stop_grad"; do
+    for seed in $SEEDS; do
+      for v in $group; do
+        if [[ " $VARIANTS " == *" $v "* ]]; then echo "$seed $v"; fi
+      done
+    done
+  done
+}
+failed=0
+while read -r seed variant; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || failed=1; done
+  log=$RUNS/seed$seed/$variant.log
+  echo "$(date -u +%H:%M) seed $seed $variant -> $log"
+  (one_run "$seed" "$variant" >> "$log" 2>&1 ||
+     { echo "error: seed $seed $variant failed; see $log" >&2; exit 1; }) &
+done < <(order)
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
+[ "$failed" = 0 ] || exit 1
+
+# The runs above shared the machine; the benchmark times each method's step
+# alone, back to back, for the comparisons at equal time.
 [ -f docs/results/bench.json ] || python -m sctd_jax.bench --config configs/experiment.py \
   --config.model.vocab_size=1024 --hf=false --json docs/results/bench.json
 
-python -m sctd_jax.evals.report "$RUNS/baseline" "$RUNS/token_drop" "$RUNS/sctd" \
-  --out docs/results
+# shellcheck disable=SC2086
+python -m sctd_jax.evals.seeds "$RUNS" --variants ${VARIANTS// /,} \
+  --bench docs/results/bench.json --out docs/results

@@ -47,6 +47,7 @@ class Points(NamedTuple):
   categories: Sequence[str]
   runs: Sequence[str]
   values: dict                 # (category, run) -> (value, low, high).
+  zero: float | None = None    # A dashed line at this value: no difference.
 
 
 def save(fig, path: str) -> None:
@@ -96,6 +97,8 @@ def points(panels: Sequence[Points], path: str) -> None:
       value, low, high = (np.array(v) for v in zip(*(s for _, s in shown)))
       ax.errorbar(x, value, yerr=[value - low, high - value], fmt='o', capsize=4,
                   color=f'C{i}', label=run)
+    if panel.zero is not None:
+      ax.axhline(panel.zero, color='0.5', linestyle='--', linewidth=1)
     ax.set_xticks(range(len(panel.categories)), panel.categories)
     ax.set_xlim(-0.5, len(panel.categories) - 0.5)
     ax.set(title=panel.title, ylabel=panel.ylabel)

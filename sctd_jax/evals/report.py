@@ -50,7 +50,7 @@ class Run(NamedTuple):
   finetune: dict[str, dict]          # task -> eval_results.json.
 
 
-def _read_json(path: str):
+def read_json(path: str):
   try:
     with open(path) as f:
       return json.load(f)
@@ -62,7 +62,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     raise ReportError(f'{workdir} is not a training workdir: it has no config.json.')
-  config = _read_json(path)
+  config = read_json(path)
   if not all(key in config for key in ('method', 'model', 'train')):
     raise ReportError(f'{path} is not a training config (no method, model and '
                       'train keys); is this an exported HF folder?')
@@ -118,7 +118,7 @@ def read_probe(workdir: str) -> tuple[dict | None, dict[str, int]]:
   path = os.path.join(workdir, 'probe', 'probe.json')
   if not os.path.isfile(path):
     return None, {}
-  result = _read_json(path)
+  result = read_json(path)
   counts = result.pop('test_examples', {}) if isinstance(result, dict) else {}
   if not (isinstance(result, dict) and all(
       isinstance(acc, dict) and all(layer.isdigit() for layer in acc)
@@ -131,7 +131,7 @@ def read_finetune(workdir: str) -> dict[str, dict]:
   """finetune/TASK/eval_results.json of every task, by task."""
   results = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'finetune', '*', 'eval_results.json'))):
-    result = _read_json(path)
+    result = read_json(path)
     if not isinstance(result, dict) or 'num_seeds' not in result or not all(
         m in result.get('std', {}) for m in metric_names(result)):
       raise ReportError(f'{path} lacks num_seeds or a std of each metric.')
@@ -183,7 +183,7 @@ def predicted_cost(run: Run) -> float:
   return cost_model.train_flops_per_step(run.config, run.config.method) * run.rows[-1]['step']
 
 
-def _number(value, digits: int = 4) -> str:
+def format_number(value, digits: int = 4) -> str:
   return MISSING if value is None else f'{value:.{digits}g}'
 
 
@@ -192,7 +192,7 @@ def _change(ratio: float | None) -> str:
   return MISSING if ratio is None else f'{100 * (ratio - 1):+.1f}%'
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
   return ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header),
           *('| ' + ' | '.join(row) + ' |' for row in rows)]
 
@@ -210,10 +210,10 @@ def budget_table(runs: list[Run], baseline: Run | None) -> list[str]:
       measured = run.hours[-1] / baseline.hours[-1] if baseline.hours[-1] > 0 else None
       predicted = predicted_cost(run) / predicted_cost(baseline)
     rows.append([run.name, run.config.method, str(run.rows[-1]['step']),
-                 _number(run.hours[-1], 3), _change(measured), _change(predicted),
-                 *(_number(last_value(run, key)) for key in
+                 format_number(run.hours[-1], 3), _change(measured), _change(predicted),
+                 *(format_number(last_value(run, key)) for key in
                    ('val_mlm_full', 'val_mlm_drop', *drifts))])
-  return _table(header, rows)
+  return markdown_table(header, rows)
 
 
 def finetune_table(runs: list[Run]) -> list[str]:
@@ -231,7 +231,7 @@ def finetune_table(runs: list[Run]) -> list[str]:
                      f'{results[metric]:.3f} ± {results["std"][metric]:.3f} '
                      f'({results["num_seeds"]} seeds)')
       rows.append([task, metric, *cells])
-  return _table(['task', 'metric', *(run.name for run in runs)], rows)
+  return markdown_table(['task', 'metric', *(run.name for run in runs)], rows)
 
 
 def probe_table(runs: list[Run]) -> list[str]:
@@ -249,7 +249,7 @@ def probe_table(runs: list[Run]) -> list[str]:
       best = max(accuracy, key=lambda layer: accuracy[layer])
       cells.append(f'{accuracy[last]:.3f} (best {accuracy[best]:.3f} at layer {best})')
     rows.append([task, *cells])
-  return _table(['task', *(run.name for run in runs)], rows)
+  return markdown_table(['task', *(run.name for run in runs)], rows)
 
 
 def dropped_layers(runs: list[Run]) -> tuple[int, int] | None:

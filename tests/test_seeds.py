@@ -1,0 +1,122 @@
+"""The comparison across seeds: its measures and paired intervals checked on
+hand-written workdirs against hand computations (Student's t from a printed
+table), rendered by the CLI, and bad folders refused in one line."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from sctd_jax import config as config_lib
+from sctd_jax.evals import seeds
+from test_train import ROOT
+
+T_975_2DF = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom.
+# Final validation losses per seed; differences from token_drop: sctd
+# -0.1, -0.2, -0.3 (mean -0.2, sd 0.1); baseline -0.3, -0.1, -0.2.
+FINAL = {'baseline': [4.0, 4.2, 4.1], 'token_drop': [4.3, 4.3, 4.3], 'sctd': [4.2, 4.1, 4.0]}
+
+
+def _workdir(path, method, final, seed):
+  """A run with evaluations at steps 100 and 200: loss 5.0, then `final`;
+  dropped-path drift 0.8 then 0.9 (not for the baseline); a probe and a
+  fine-tuning result that grow with the seed."""
+  path.mkdir(parents=True)
+  config = config_lib.base_config()
+  config.method = method
+  (path / 'config.json').write_text(config.to_json())
+  rows = []
+  for step, loss, sim in ((100, 5.0, 0.8), (200, final, 0.9)):
+    row = {'step': step, 'loss': loss, 'step_time_s': 0.1, 'val_mlm_full': loss}
+    if method != 'baseline':
+      row['drift_dropped'] = sim
+    rows.append(row)
+  (path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  (path / 'probe').mkdir()
+  (path / 'probe' / 'probe.json').write_text(
+      json.dumps({'tense': {'1': 0.5, '2': 0.6 + 0.1 * seed}}))
+  (path / 'finetune' / 'tense').mkdir(parents=True)
+  (path / 'finetune' / 'tense' / 'eval_results.json').write_text(json.dumps(
+      {'accuracy': 0.9, 'num_seeds': 1, 'std': {'accuracy': 0.0}}))
+
+
+@pytest.fixture
+def root(tmp_path):
+  for method, finals in FINAL.items():
+    for seed, final in enumerate(finals):
+      _workdir(tmp_path / f'seed{seed}' / method, method, final, seed)
+  (tmp_path / 'seed0' / 'tokenizer').mkdir()  # Not a workdir: ignored.
+  return tmp_path
+
+
+def test_paired_interval_is_students_t_over_the_seeds(root, tmp_path):
+  seeds.compare(str(root), str(tmp_path / 'out'), ['baseline', 'token_drop', 'sctd'])
+  summary = json.loads((tmp_path / 'out' / 'seeds.json').read_text())['summary']
+  sctd = summary['sctd']['final val MLM loss']
+  assert sctd['mean'] == pytest.approx(4.1)
+  assert sctd['sd'] == pytest.approx(0.1)
+  half = T_975_2DF * 0.1 / math.sqrt(3)
+  diff = sctd['vs_reference']
+  assert (diff['mean'], diff['low'], diff['high'], diff['seeds']) == pytest.approx(
+      (-0.2, -0.2 - half, -0.2 + half, 3))
+  assert summary['token_drop']['final val MLM loss']['vs_reference'] is None
+  # The probe's last layer (layer 2): 0.6, 0.7, 0.8; the same for every variant.
+  probe = summary['sctd']['probe tense, last layer']
+  assert probe['mean'] == pytest.approx(0.7)
+  assert probe['vs_reference']['mean'] == pytest.approx(0.0)
+  # The baseline has no dropped path, so no drift measure.
+  assert 'drift_dropped (mean from step 200)' not in summary['baseline']
+  assert summary['sctd']['drift_dropped (mean from step 200)']['mean'] == pytest.approx(0.9)
+
+
+def test_equal_time_and_time_to_target_by_hand(root, tmp_path):
+  """With the cost model's step costs (baseline 1, token_drop c_t, sctd c_s),
+  token_drop ends at time 200 c_t; each run's loss there and its first time
+  at the target (the largest final loss, 4.3) are linear between its two
+  evaluations, at (100, 5.0) and (200, final) in steps."""
+  seeds.compare(str(root), str(tmp_path / 'out'))
+  saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
+  cost = saved['step_cost']
+  assert cost['baseline'] == 1.0 and 0.5 < cost['token_drop'] < cost['sctd'] < 1.0
+  end = 200 * cost['token_drop']
+  assert saved['target_loss'] == 4.3
+  for method, finals in FINAL.items():
+    for seed, final in enumerate(finals):
+      run = saved['runs'][method][str(seed)]
+      step = end / cost[method]
+      assert run['val MLM loss at equal time'] == pytest.approx(
+          5.0 + (final - 5.0) * (step - 100) / 100)
+      at_target = 100 + 100 * (5.0 - 4.3) / (5.0 - final)
+      assert run['time to target loss'] == pytest.approx(at_target * cost[method])
+  md = (tmp_path / 'out' / 'seeds.md').read_text()
+  assert '| sctd | sctd |' in md and '0.05 |' in md  # effective λ under 'batch'
+  for figure in ('seeds_val_mlm.png', 'seeds_differences.png'):
+    assert (tmp_path / 'out' / figure).stat().st_size > 0
+
+
+def test_bench_step_times_replace_the_cost_model(root, tmp_path):
+  bench = tmp_path / 'bench.json'
+  bench.write_text(json.dumps({'date': 'd', 'rows': [
+      {'method': 'baseline', 'ratio': 1.0}, {'method': 'token_drop', 'ratio': 0.5},
+      {'method': 'sctd', 'ratio': 0.8}]}))
+  seeds.compare(str(root), str(tmp_path / 'out'), bench=str(bench))
+  saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
+  assert saved['step_cost'] == {'baseline': 1.0, 'sctd': 0.8, 'token_drop': 0.5}
+  # token_drop ends at time 100 = baseline step 100: the baseline's first evaluation.
+  assert saved['runs']['baseline']['0']['val MLM loss at equal time'] == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['{root}/nowhere'], 'is not a folder'),
+    (['{root}', '--variants=baseline,bogus'], 'has no runs of bogus'),
+    (['{root}', '--reference=bogus'], '--reference bogus: no such variant'),
+])
+def test_bad_folders_are_one_line_errors(root, tmp_path, args, message):
+  result = subprocess.run(
+      [sys.executable, '-m', 'sctd_jax.evals.seeds',
+       *(a.format(root=root) for a in args), '--out', str(tmp_path / 'out')],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
