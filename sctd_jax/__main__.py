@@ -13,6 +13,7 @@ COMMANDS = (
     ('evals.finetune', 'fine-tune on a GLUE, SuperGLUE or built-in task'),
     ('evals.probe', 'layer-wise linear probing (tense, subject number)'),
     ('evals.report', 'compare runs: losses, drift, probing, fine-tuning'),
+    ('evals.seeds', 'compare variants across seeds, with paired 95% intervals'),
     ('evals.suites', "run a paper table's tasks (GLUE, SuperGLUE, SQuAD) over seeds"),
     ('evals.squad', 'fine-tune and score SQuAD v1.1 or v2.0'),
     ('evals.ner', 'few-shot named-entity recognition (CoNLL files)'),

@@ -22,7 +22,7 @@ ATTENTIONS = ('auto', 'xla', 'cudnn')
 POOLINGS = ('mean', 'cls')
 ON_NONFINITE = ('stop', 'skip')
 # jax.random implementations the dropout masks can be drawn with.
-DROPOUT_PRNGS = ('philox4x32', 'threefry2x32')
+DROPOUT_PRNGS = ('threefry2x32', 'philox4x32')
 
 
 # What a key absent from an older run's config.json meant when it was written,
@@ -131,10 +131,10 @@ def base_config() -> ml_collections.ConfigDict:
       # (a multiple of checkpoint_every); 0 keeps only the newest.
       keep_every=0,
       # jax.random implementation of the dropout masks (the state's key stays
-      # threefry2x32). On CPU JAX runs threefry as a rolled loop, about 3x
-      # slower than philox4x32, which has the same 64-bit key (docs/performance.md).
-      # 'threefry2x32' gives the dropout masks of runs made before it existed.
-      dropout_prng='philox4x32',
+      # threefry2x32). On one CPU device philox4x32 is about 3x cheaper per
+      # mask (JAX runs threefry as a rolled loop there), but with jax 0.10.2
+      # it fails to lower on a sharded CPU mesh (docs/performance.md).
+      dropout_prng='threefry2x32',
   ))
 
   c.data = ml_collections.ConfigDict(dict(

@@ -67,7 +67,9 @@ def test_tense_is_learned_over_two_seeds_and_the_files_agree(pretrained, tmp_pat
   assert set(results) == {'task', 'init', 'num_seeds', 'accuracy', 'std', 'per_seed'}
   assert (results['task'], results['init'], results['num_seeds']) == ('tense', pretrained, 2)
   per_seed = results['per_seed']['accuracy']
-  assert len(per_seed) == 2 and per_seed[0] != per_seed[1]
+  # Two seeds may tie on accuracy (a model that has learned the same classes
+  # scores the same on this dev set), so only the count is checked here.
+  assert len(per_seed) == 2
   assert results['accuracy'] == pytest.approx((per_seed[0] + per_seed[1]) / 2)
   # The population std of two values is half their distance.
   assert results['std'] == {'accuracy': pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)}

@@ -29,12 +29,19 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path):
                   f'echo "$*" >> {tmp_path}/calls\n'
                   'case "$*" in *--config.method=token_drop*) exit 3;; esac\n')
   fake.chmod(0o755)
-  env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+  env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2')
   run = subprocess.run(['bash', os.path.join(ROOT, 'docs', 'results', 'run.sh'),
                         str(tmp_path / 'runs')], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
   assert run.returncode != 0
-  assert f'error: a job failed; see {tmp_path}/runs/token_drop.log' in run.stderr
-  calls = (tmp_path / 'calls').read_text()
-  assert calls.count('sctd_jax.train') == 3
-  assert 'sctd_jax.evals' not in calls  # Stopped before evaluating.
+  for seed in (0, 1):
+    assert (f'error: seed {seed} token_drop failed; see {tmp_path}/runs/seed{seed}/'
+            'token_drop.log') in run.stderr, run.stderr
+  calls = (tmp_path / 'calls').read_text().splitlines()
+  assert sum('sctd_jax.train' in c for c in calls) == 6
+  # The failed runs are not evaluated, the others are; nothing is compared.
+  evaluated = {c.split('--init ')[1].split()[0] for c in calls if 'evals.probe' in c}
+  assert evaluated == {f'{tmp_path}/runs/seed{s}/{v}' for s in (0, 1)
+                       for v in ('baseline', 'sctd')}
+  assert not any('evals.seeds' in c for c in calls)

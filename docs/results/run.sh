@@ -28,7 +28,8 @@ VARIANTS=${VARIANTS:-"baseline token_drop sctd sctd_masked_tokens sctd_released 
 TASKS="tense subj_num paraphrase"
 
 # One run: pretraining, probing, then one fine-tuning per built-in task, all
-# with the run's seed. Its log is RUNS/seedS/VARIANT.log.
+# with the run's seed; it stops at the first step that fails (`|| return`:
+# errexit does not hold in a function called on the left of `||`).
 one_run() {
   local seed=$1 variant=$2 dir=$RUNS/seed$1/$2
   local -a timed=(/usr/bin/time -a -o "$dir/time.txt" -f "%e %U %S")
@@ -36,15 +37,15 @@ one_run() {
   # shellcheck disable=SC2086  # OVERRIDES holds several words on purpose.
   "${timed[@]}" python -m sctd_jax.train --config configs/experiment.py --workdir "$dir" \
     --config.seed="$seed" --config.data.tokenizer="$RUNS/seed$seed/tokenizer" \
-    ${OVERRIDES[$variant]}
+    ${OVERRIDES[$variant]} || return 1
   [ -f "$dir/probe/probe.json" ] || \
-    "${timed[@]}" python -m sctd_jax.evals.probe --init "$dir" --out "$dir/probe"
+    "${timed[@]}" python -m sctd_jax.evals.probe --init "$dir" --out "$dir/probe" || return 1
   local task
   for task in $TASKS; do
     [ -f "$dir/finetune/$task/eval_results.json" ] || \
       "${timed[@]}" python -m sctd_jax.evals.finetune --config configs/finetune.py \
         --workdir "$dir/finetune/$task" --config.init="$dir" --config.task="$task" \
-        --config.seed="$seed" --config.data.max_length=64
+        --config.seed="$seed" --config.data.max_length=64 || return 1
   done
 }
 
@@ -72,6 +73,7 @@ order() {
 failed=0
 while read -r seed variant; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || failed=1; done
+  mkdir -p "$RUNS/seed$seed"
   log=$RUNS/seed$seed/$variant.log
   echo "$(date -u +%H:%M) seed $seed $variant -> $log"
   (one_run "$seed" "$variant" >> "$log" 2>&1 ||
