@@ -133,7 +133,11 @@ SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.
         'test_recipes.py::test_wikipedia_and_bookcorpus_from_local_copies',
         'test_recipes.py::test_c4_streamed_from_a_local_copy',
         'test_quickstart.py::test_quickstart_runs_as_written',
-        'test_sharding.py::test_mesh_at_the_default_xla_optimisation_level'}
+        'test_sharding.py::test_mesh_at_the_default_xla_optimisation_level',
+        'test_finetune.py::test_mnli_reports_both_validation_splits_through_the_cli',
+        'test_scan_layers.py::test_scanned_sctd_run_compiles_once_and_matches_the_unrolled_run',
+        'test_cpu_speed.py::test_dropout_prng_is_deterministic_and_draws_other_masks',
+        'test_data_workers.py::test_batches_are_the_same_with_any_number_of_workers'}
 
 
 def pytest_addoption(parser):
