@@ -19,9 +19,11 @@ def test_script_parses(script):
   assert run.returncode == 0, run.stderr
 
 
-def test_experiment_script_fails_when_a_training_run_fails(tmp_path):
-  # A stand-in `python` on PATH: every command succeeds but token_drop's
-  # training, and each call is recorded.
+@pytest.mark.parametrize('pin', ['0', '1'])
+def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
+  # Stand-ins on PATH: every `python` command succeeds but token_drop's
+  # training, and each call is recorded; `taskset -c CORE CMD...` records
+  # CORE and runs CMD.
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   fake = bin_dir / 'python'
@@ -29,8 +31,13 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path):
                   f'echo "$*" >> {tmp_path}/calls\n'
                   'case "$*" in *--config.method=token_drop*) exit 3;; esac\n')
   fake.chmod(0o755)
+  taskset = bin_dir / 'taskset'
+  taskset.write_text('#!/usr/bin/env bash\n'
+                     f'echo "$2" >> {tmp_path}/cores\n'
+                     'shift 2; exec "$@"\n')
+  taskset.chmod(0o755)
   env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
-             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2')
+             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2', PIN=pin)
   run = subprocess.run(['bash', os.path.join(ROOT, 'docs', 'results', 'run.sh'),
                         str(tmp_path / 'runs')], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
@@ -45,3 +52,6 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path):
   assert evaluated == {f'{tmp_path}/runs/seed{s}/{v}' for s in (0, 1)
                        for v in ('baseline', 'sctd')}
   assert not any('evals.seeds' in c for c in calls)
+  # Pinned, every command ran on one of the JOBS slots' cores.
+  cores = (tmp_path / 'cores').read_text().split() if pin == '1' else []
+  assert (set(cores) == {'0', '1'}) == (pin == '1'), cores
