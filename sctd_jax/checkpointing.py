@@ -38,8 +38,8 @@ def checkpoint_dir(workdir: str):
 
 
 def model_shape(config) -> dict:
-  """The SHAPE_KEYS and, with model.scan_layers, the scanned runs whose
-  stacked params the checkpoint holds (their split follows the token_drop
+  """The SHAPE_KEYS and, when model.scan_layers stacks some run, the runs
+  whose params the checkpoint holds (their split follows the token_drop
   layers); absent, the per-layer layout of unscanned (and older) runs."""
   shape = {k: config.model[k] for k in SHAPE_KEYS}
   if config.model.scan_layers:
@@ -47,7 +47,9 @@ def model_shape(config) -> dict:
     cfg = models.BertConfig(vocab_size=1, num_layers=config.model.num_layers,
                             scan_layers=True, first_drop_layer=first,
                             last_drop_layer=last)
-    shape['layer_runs'] = [run.name for run in scan_layers.layer_runs(cfg)]
+    runs = scan_layers.layer_runs(cfg)
+    if any(run.stacked for run in runs):
+      shape['layer_runs'] = [run.name for run in runs]
   return shape
 
 

@@ -237,13 +237,12 @@ class LayerStack(nn.Module):
 
   def setup(self):
     # Remat keeps parameter paths; argument 4 (`deterministic`) is static.
-    # Under scan, the loop already keeps XLA from merging the recomputation
-    # away (MaxText's prevent_cse=not scan_layers).
+    # In a scanned run the loop already keeps XLA from merging the
+    # recomputation away (MaxText's prevent_cse=not scan_layers).
     cfg = self.cfg
-    layer = (nn.remat(Layer, static_argnums=(4,), prevent_cse=not cfg.scan_layers)
-             if cfg.remat else Layer)
     self.runs = scan_layers.layer_runs(cfg)
-    self.layers = [layer(cfg, name=run.name) for run in self.runs]
+    self.layers = [(nn.remat(Layer, static_argnums=(4,), prevent_cse=not run.stacked)
+                    if cfg.remat else Layer)(cfg, name=run.name) for run in self.runs]
 
   def _run(self, index, x, x_kv, mask, deterministic, keep_hidden):
     """Applies run `index`: (its output, its layers' [CLS] states [n, B, d]

@@ -25,13 +25,15 @@ from conftest import CLS, MASK, PAD, SEP, count_compiles, make_model, random_bat
 # Gradient clipping on (norms here are above 1): it adds a state to the
 # optimizer tree, which the sharding must follow, and its global norm must be
 # taken over the whole gradient, not one shard's.
+# Five layers, so that the kept-only layers 2-3 are a scanned run
+# (model.scan_layers) with a stacked [2, ...] kernel.
 CONFIG = tiny_config(**{'model.vocab_size': 96, 'train.batch_size': 8, 'sctd.fi': 2,
-                        'train.learning_rate': 1e-5, 'train.grad_clip_norm': 1.0})
+                        'train.learning_rate': 1e-5, 'train.grad_clip_norm': 1.0,
+                        'model.num_layers': 5, 'token_drop.last_layer': 3})
 PROBES = {  # parameter -> path in the params tree
     'word_embeddings': ('bert', 'embeddings', 'word_embeddings', 'embedding'),
     'query': ('bert', 'encoder', 'layer', '1', 'attention', 'self', 'query', 'kernel'),
-    # Layer 2 alone is a scanned run (model.scan_layers): a stacked [1, ...] kernel.
-    'ffn_in': ('bert', 'encoder', 'layer', '2-2', 'intermediate', 'dense', 'kernel'),
+    'ffn_in': ('bert', 'encoder', 'layer', '2-3', 'intermediate', 'dense', 'kernel'),
 }
 
 

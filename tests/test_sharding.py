@@ -74,7 +74,7 @@ def test_params_and_batch_are_sharded_by_the_rules(results, mesh):
   # stacked axis of a scanned run, layers, unsharded.
   want = {'word_embeddings': [96 // tensor, 32 // fsdp],
           'query': [32 // fsdp, 32 // tensor],
-          'ffn_in': [1, 32 // fsdp, 64 // tensor]}
+          'ffn_in': [2, 32 // fsdp, 64 // tensor]}
   assert got['params'] == want
   assert got['adam_mu'] == want   # optimizer moments follow their params
   assert got['importance'] == [96]   # replicated
