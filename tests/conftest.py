@@ -13,9 +13,10 @@ HF_DATASETS_CACHE = os.environ['HF_DATASETS_CACHE'] = tempfile.mkdtemp(
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Tests check numbers, not speed: XLA's cheapest CPU codegen halves compile
-# time. Set before JAX starts; subprocesses inherit it. A test that checks
-# the default level (test_hf_parity, test_sharding) starts a process with
-# SCTD_TESTS_XLA_DEFAULT_LEVEL set.
+# time (and doubles step time). Set before JAX starts; subprocesses inherit
+# it. A process that must run as users do (test_hf_parity, test_sharding,
+# the quickstart's full-length timing) gets `default_level_env()`.
+USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 if not os.environ.get('SCTD_TESTS_XLA_DEFAULT_LEVEL'):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_backend_optimization_level=0').strip()
@@ -33,6 +34,12 @@ from sctd_jax import step as step_lib
 
 VOCAB = 97
 PAD, UNK, CLS, SEP, MASK = range(5)
+
+
+def default_level_env(**extra) -> dict:
+  """This process's environment with XLA at its default optimisation level,
+  as users run: for subprocesses whose numbers or times must be the users'."""
+  return dict(os.environ, SCTD_TESTS_XLA_DEFAULT_LEVEL='1', XLA_FLAGS=USER_XLA_FLAGS, **extra)
 
 
 def tiny_config(**overrides):

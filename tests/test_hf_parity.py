@@ -11,7 +11,7 @@ import pytest
 from sctd_jax.hf import format as hf_format
 from sctd_jax import models
 from sctd_jax import step as step_lib
-from conftest import HERE, random_batch, tiny_config
+from conftest import HERE, default_level_env, random_batch, tiny_config
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -58,8 +58,6 @@ def test_parity_at_the_default_xla_optimisation_level():
       [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
        'test_hf_parity.py::test_mlm_logits_match_hf_pytorch_with_padding_and_two_segments'],
       cwd=HERE, capture_output=True, text=True, timeout=900,
-      env=dict(os.environ, SCTD_TESTS_XLA_DEFAULT_LEVEL='1',
-               XLA_FLAGS=' '.join(f for f in os.environ.get('XLA_FLAGS', '').split()
-                                  if not f.startswith('--xla_backend_optimization_level'))))
+      env=default_level_env())
   assert run.returncode == 0, run.stdout[-3000:]
   assert '3 passed' in run.stdout, run.stdout[-3000:]

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from sctd_jax import __main__ as commands
+from conftest import default_level_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The documented overrides (docs/quickstart.md, "Shorter runs"), appended to
@@ -76,7 +77,8 @@ def test_quickstart_runs_as_written(tmp_path):
                      'sctd_jax.evals.probe', 'sctd_jax.evals.report'], (name, modules)
   assert any("pipeline('fill-mask'" in b for b in steps), name
   os.symlink(os.path.join(ROOT, 'configs'), tmp_path / 'configs')
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  # At full length, timed as users run: XLA at its default level.
+  env = default_level_env(PYTHONPATH=ROOT) if FULL else dict(os.environ, PYTHONPATH=ROOT)
   outputs = []
   for block in steps:
     started = time.perf_counter()

@@ -13,6 +13,7 @@ import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import sharding
+from conftest import default_level_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MESHES = ['8,1,1', '2,4,1', '2,2,2', '1,2,4']
@@ -20,9 +21,8 @@ DEFAULT_LEVEL_MESH = '2,4,1'
 
 
 
-def _mesh_check(meshes, xla_flags, **env):
-  env = dict(os.environ, XLA_FLAGS=f'{xla_flags} --xla_force_host_platform_device_count=8',
-             **env)
+def _mesh_check(meshes, env):
+  env = dict(env, XLA_FLAGS=f'{env.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=8')
   # Sized for a loaded 2-core machine: the four meshes take ~6 min there.
   run = subprocess.run([sys.executable, 'mesh_check.py', *meshes], cwd=HERE, env=env,
                        capture_output=True, text=True, timeout=1800)
@@ -32,7 +32,7 @@ def _mesh_check(meshes, xla_flags, **env):
 
 @pytest.fixture(scope='module')
 def results():
-  return _mesh_check(MESHES, os.environ.get('XLA_FLAGS', ''))
+  return _mesh_check(MESHES, os.environ)
 
 
 def _assert_same_steps(got, want):
@@ -59,9 +59,7 @@ def test_mesh_trains_like_one_device(results, mesh):
 
 def test_mesh_at_the_default_xla_optimisation_level():
   """conftest.py sets XLA's lowest level for speed; this one runs as users do."""
-  flags = ' '.join(f for f in os.environ.get('XLA_FLAGS', '').split()
-                   if not f.startswith('--xla_backend_optimization_level'))
-  results = _mesh_check([DEFAULT_LEVEL_MESH], flags, SCTD_TESTS_XLA_DEFAULT_LEVEL='1')
+  results = _mesh_check([DEFAULT_LEVEL_MESH], default_level_env())
   key = str(tuple(map(int, DEFAULT_LEVEL_MESH.split(','))))
   _assert_same_steps(results[key]['steps'], results['None']['steps'])
 
