@@ -42,14 +42,12 @@ def model_shape(config) -> dict:
   whose params the checkpoint holds (their split follows the token_drop
   layers); absent, the per-layer layout of unscanned (and older) runs."""
   shape = {k: config.model[k] for k in SHAPE_KEYS}
-  if config.model.scan_layers:
-    first, last = config_lib.drop_layers(config)
-    cfg = models.BertConfig(vocab_size=1, num_layers=config.model.num_layers,
-                            scan_layers=True, first_drop_layer=first,
-                            last_drop_layer=last)
-    runs = scan_layers.layer_runs(cfg)
-    if any(run.stacked for run in runs):
-      shape['layer_runs'] = [run.name for run in runs]
+  first, last = config_lib.drop_layers(config)
+  runs = scan_layers.layer_runs(models.BertConfig(
+      vocab_size=1, num_layers=config.model.num_layers,
+      scan_layers=config.model.scan_layers, first_drop_layer=first, last_drop_layer=last))
+  if any(run.stacked for run in runs):
+    shape['layer_runs'] = [run.name for run in runs]
   return shape
 
 

@@ -30,11 +30,9 @@ def layer_runs(cfg) -> list[Run]:
   the full prefix `0-{first-1}`, the kept-only middle and the full suffix
   (docs/performance.md). The cross layer, and any run of one layer, stays a
   plain layer named by its index: a scan of length 1 only adds a loop."""
-  num = cfg.num_layers
-  if not cfg.scan_layers:
-    return [Run(str(i), i, i + 1, False) for i in range(num)]
-  first, last = cfg.first_drop_layer, cfg.last_drop_layer
-  bounds = sorted({b for b in (0, first, first + 1, last + 1, num) if 0 <= b <= num})
+  num, first, last = cfg.num_layers, cfg.first_drop_layer, cfg.last_drop_layer
+  bounds = (sorted({b for b in (0, first, first + 1, last + 1, num) if 0 <= b <= num})
+            if cfg.scan_layers else range(num + 1))
   return [Run(str(a), a, b, False) if b == a + 1 else Run(f'{a}-{b - 1}', a, b, True)
           for a, b in zip(bounds, bounds[1:])]
 

@@ -18,8 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # the quickstart's full-length timing) gets `default_level_env()`.
 USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 if not os.environ.get('SCTD_TESTS_XLA_DEFAULT_LEVEL'):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_backend_optimization_level=0').strip()
+  os.environ['XLA_FLAGS'] = f'{USER_XLA_FLAGS} --xla_backend_optimization_level=0'.strip()
 
 import contextlib
 
