@@ -21,13 +21,15 @@ DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
 ATTENTIONS = ('auto', 'xla', 'cudnn')
 POOLINGS = ('mean', 'cls')
 ON_NONFINITE = ('stop', 'skip')
-# jax.random implementations the dropout masks can be drawn with.
-DROPOUT_PRNGS = ('threefry2x32', 'philox4x32')
+# jax.random implementations the dropout masks can be drawn with ('auto':
+# step.dropout_prng).
+DROPOUT_PRNGS = ('auto', 'threefry2x32', 'philox4x32')
 
 
 # What a key absent from an older run's config.json meant when it was written,
 # where that differs from today's default.
-BEFORE_THE_KEY = {('model', 'scan_layers'): False}
+BEFORE_THE_KEY = {('model', 'scan_layers'): False,
+                  ('train', 'dropout_prng'): 'threefry2x32'}
 
 
 def saved(values: dict) -> ml_collections.ConfigDict:
@@ -131,10 +133,11 @@ def base_config() -> ml_collections.ConfigDict:
       # (a multiple of checkpoint_every); 0 keeps only the newest.
       keep_every=0,
       # jax.random implementation of the dropout masks (the state's key stays
-      # threefry2x32). On one CPU device philox4x32 is about 3x cheaper per
-      # mask (JAX runs threefry as a rolled loop there), but with jax 0.10.2
-      # it fails to lower on a sharded CPU mesh (docs/performance.md).
-      dropout_prng='threefry2x32',
+      # threefry2x32). 'auto' is philox4x32 on CPU, where it is about 4x
+      # cheaper per mask than threefry2x32 (JAX runs threefry as a rolled
+      # loop there), and JAX's default threefry2x32 elsewhere, where neither
+      # was measured (docs/performance.md).
+      dropout_prng='auto',
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -211,10 +214,11 @@ def bert_large_config() -> ml_collections.ConfigDict:
 
 def bench_config() -> ml_collections.ConfigDict:
   """The benchmark's shape: 12 layers, hidden 256, 4 heads, seq 128, batch 16,
-  BERT's 30522-token vocabulary."""
+  BERT's 30522-token vocabulary. Layers unscanned: at 12 layers the unrolled
+  step both compiles and runs faster on CPU (docs/performance.md)."""
   c = base_config()
   c.model.update(vocab_size=30522, hidden_size=256, num_layers=12, num_heads=4,
-                 intermediate_size=1024)
+                 intermediate_size=1024, scan_layers=False)
   c.train.update(batch_size=16)
   c.data.update(seq_len=128, max_predictions=20)
   return c

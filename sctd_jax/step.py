@@ -16,6 +16,7 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+from jax.interpreters import mlir
 import optax
 
 from sctd_jax import config as config_lib
@@ -95,14 +96,43 @@ def compute_dtype(name: str) -> jnp.dtype:
   return jnp.dtype(name)
 
 
-def dropout_key(key: jax.Array, impl: str) -> jax.Array:
-  """`key` (a raw threefry2x32 key) as a key of `impl`, `train.dropout_prng`.
+def dropout_prng(name: str) -> str:
+  """train.dropout_prng; 'auto' is philox4x32 on CPU, threefry2x32 elsewhere.
+
+  XLA:CPU runs jax's threefry as a rolled loop of five round groups, each
+  writing its whole array, so there a mask costs about 4x philox4x32's
+  (docs/performance.md). On GPUs and TPUs neither was measured, so JAX's
+  default stays."""
+  if name == 'auto':
+    return 'philox4x32' if jax.default_backend() == 'cpu' else 'threefry2x32'
+  return name
+
+
+def _lower_mulhi_widened() -> None:
+  """Lowers `lax.mulhi` (philox's multiply) the way JAX did before jaxlib had
+  `chlo.mulhi`: widen, multiply, shift. jaxlib 0.10.2's sharding pass cannot
+  convert `chlo.mulhi` back to StableHLO ("Unable to convert MHLO to
+  StableHLO"), so philox masks failed on every sharded mesh. The widened form
+  is what `chlo.mulhi` decomposes to, so the bits are the same, on any mesh
+  (tests/test_sharding.py). Process-wide and idempotent."""
+  from jax._src.lax import lax as lax_internal   # pylint: disable=g-import-not-at-top
+  widened = getattr(lax_internal, '_mulhi_impl', None)   # Gone in a later JAX?
+  if widened is not None:
+    mlir.register_lowering(lax_internal.mulhi_p,
+                           mlir.lower_fun(widened, multiple_results=False))
+
+
+def dropout_key(key: jax.Array, name: str) -> jax.Array:
+  """`key` (a raw threefry2x32 key) as a key of `dropout_prng(name)`.
 
   The same 64 bits seed either implementation; only how the dropout masks
-  are drawn from them changes. XLA:CPU runs jax's threefry as a rolled loop
-  of five round groups, each writing its whole array, so its masks cost
-  about 3x philox4x32's there (docs/performance.md)."""
-  return key if impl == 'threefry2x32' else jax.random.wrap_key_data(key, impl=impl)
+  are drawn from them changes, so one seed is still one run."""
+  impl = dropout_prng(name)
+  if impl == 'threefry2x32':
+    return key
+  if impl == 'philox4x32':
+    _lower_mulhi_widened()
+  return jax.random.wrap_key_data(key, impl=impl)
 
 
 def create_train_state(config, model: models.BertForMaskedLM,

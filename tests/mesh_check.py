@@ -1,6 +1,7 @@
 """Runs five SCTD steps on one device and under several meshes; prints JSON:
 per step the loss, the gradient norm, the importance table and a
 fingerprint of the parameter update, and at the end how things are sharded.
+Dropout is on (0.1), so every mesh must also draw one device's masks.
 
 Run by tests/test_sharding.py in a subprocess with 8 fake CPU devices
 (XLA_FLAGS must be set before JAX starts)."""
@@ -84,6 +85,7 @@ def run(mesh_shape):
   shard = lambda x: list(x.addressable_shards[0].data.shape)
   return dict(
       steps=steps, compiles=len(compiles),
+      dropout_prng=step.dropout_prng(CONFIG.train.dropout_prng),
       params={k: shard(_get(state.params, p)) for k, p in PROBES.items()},
       adam_mu={k: shard(_get(optax.tree.get(state.opt_state, 'mu'), p))
                for k, p in PROBES.items()},

@@ -51,13 +51,16 @@ def test_three_layers_with_the_default_drop_layers_say_what_to_set():
 
 def test_a_saved_config_from_before_later_keys_reads_with_what_they_meant():
   """An older run's config.json lacks keys added since: model.scan_layers
-  then meant per-layer params (not today's scanned default), data.workers
-  the default; the run's own values win."""
+  then meant per-layer params (not today's scanned default), dropout masks
+  were threefry2x32's (not today's 'auto'), data.workers the default; the
+  run's own values win."""
   values = json.loads(config_lib.base_config().to_json())
   del values['model']['scan_layers'], values['data']['workers']
+  del values['train']['dropout_prng']
   values['model']['hidden_size'] = 48
   c = config_lib.saved(values)
   assert c.model.scan_layers is False and config_lib.base_config().model.scan_layers
+  assert c.train.dropout_prng == 'threefry2x32' != config_lib.base_config().train.dropout_prng
   assert c.data.workers == config_lib.base_config().data.workers
   assert c.model.hidden_size == 48
   values['model']['scan_layers'] = True

@@ -37,6 +37,8 @@ def test_dropout_key_keeps_the_64_bits_and_changes_only_the_implementation():
   key = step_lib.dropout_key(raw, 'philox4x32')
   assert str(jax.random.key_impl(key)) == 'philox4x32'
   np.testing.assert_array_equal(jax.random.key_data(key), raw)
+  assert step_lib.dropout_prng('auto') == 'philox4x32'   # The tests run on CPU.
+  assert step_lib.dropout_prng('threefry2x32') == 'threefry2x32'
 
 
 def test_dropout_prng_is_deterministic_and_draws_other_masks():
@@ -50,6 +52,7 @@ def test_dropout_prng_is_deterministic_and_draws_other_masks():
     assert first == second
     losses[prng] = first
   assert losses['philox4x32'] != losses['threefry2x32']
+  assert losses['auto'] == losses['philox4x32']
 
 
 def test_gelu_erf_matches_a_float64_reference():

@@ -55,6 +55,9 @@ def test_mesh_trains_like_one_device(results, mesh):
   key = str(tuple(map(int, mesh.split(','))))
   _assert_same_steps(results[key]['steps'], results['None']['steps'])
   assert results[key]['compiles'] == 1
+  # The default masks on CPU: philox4x32, whose multiply once failed to lower
+  # on any sharded mesh (step._lower_mulhi_widened).
+  assert results[key]['dropout_prng'] == 'philox4x32'
 
 
 def test_mesh_at_the_default_xla_optimisation_level():
