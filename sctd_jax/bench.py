@@ -15,7 +15,8 @@ same run on CPU). Where torch and transformers are installed, HF's PyTorch
 AdamW is a peer row, its cycles interleaved with the JAX ones and its
 intra-op threads as many as XLA's. `--cycles 0` compiles only and reports
 compile time and memory per device; `--compile` compiles the SCTD step from
-abstract shapes with model.scan_layers off and on.
+abstract shapes with model.scan_layers off and on; `--matmuls` times a
+layer's matmul shapes alone in JAX and PyTorch.
 """
 
 import json
@@ -43,6 +44,7 @@ from sctd_jax.data import readers
 from sctd_jax.data import sources
 from sctd_jax.data import tokenizer as tokenizer_lib
 from sctd_jax import hlo_profile
+from sctd_jax import matmuls
 from sctd_jax import models
 from sctd_jax import sharding
 from sctd_jax import step as step_lib
@@ -394,6 +396,8 @@ def define_flags() -> None:
       '(no parameters allocated; fits BERT-large).')
   flags.DEFINE_bool('predict', False, 'Instead of step times, the tokens/s the cost '
                     'model predicts at 50% MFU on the peak table\'s chips.')
+  flags.DEFINE_bool('matmuls', False, "Instead of step times, each of a layer's "
+                    'matmul shapes alone, GFLOP/s in JAX and in PyTorch.')
   flags.DEFINE_string(
       'profile', None, 'Instead of step times, trace 3 steps of each method '
       'into this directory with jax.profiler and print the top HLO ops.')
@@ -419,6 +423,9 @@ def main(argv):
   elif args.compile:
     result = compile_times(config)
     print(format_compile_times(config, result))
+  elif args.matmuls:
+    result = matmuls.compare(config)
+    print(matmuls.format_table(result))
   elif args.profile:
     for table in profile(config, args.profile):
       print(table, flush=True)

@@ -1,5 +1,6 @@
 """What the CPU race changed, checked for numbers, not speed: the dropout
-masks' PRNG (`train.dropout_prng`) and the erf form of the exact GELU."""
+masks' PRNG (`train.dropout_prng`), the erf form of the exact GELU, and the
+matmul shapes `bench --matmuls` compares with PyTorch."""
 
 import math
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from sctd_jax import config as config_lib
+from sctd_jax import cost_model
+from sctd_jax import matmuls
 from sctd_jax import models
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
@@ -65,3 +68,20 @@ def test_gelu_erf_matches_a_float64_reference():
   phi = np.exp(-x ** 2 / 2) / math.sqrt(2 * math.pi)
   cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
   np.testing.assert_allclose(grad, cdf + x * phi, rtol=1e-5, atol=1e-6)
+
+
+def test_matmul_shapes_are_one_layers_products():
+  """`bench --matmuls` times the layer's own products: their forward FLOPs
+  (q, k, v and the attention output share one shape) are the cost model's
+  FLOPs of one full layer over the batch; each is timed in both frameworks."""
+  c = tiny_config()
+  flops = {name: 2 * np.prod(a) * b[-1] for name, a, b in matmuls.shapes(c)}
+  forward = (4 * flops['query/key/value/output x W'] + flops['intermediate x W']
+             + flops['output x W'] + flops['attention q k^T (batched)']
+             + flops['attention probs v (batched)'])
+  m, s = c.model, c.data.seq_len
+  assert forward == c.train.batch_size * cost_model.layer_flops(
+      m.hidden_size, m.intermediate_size, s, s)
+  rows = matmuls.compare(c, reps=2)
+  assert [r['product'] for r in rows] == list(flops)
+  assert all(r['jax_gflops'] > 0 and r['torch_gflops'] > 0 for r in rows)
