@@ -202,12 +202,13 @@ def hf_pytorch_runner(config):
   (AdamW, float32) on the batch the JAX steps get, with as many intra-op
   threads as XLA:CPU uses (this process's cores); None without torch."""
   try:
-    import torch
-    import transformers
+    import transformers  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
+  torch = matmuls.torch_with_xla_threads()
+  if torch is None:
+    return None
   torch.manual_seed(0)
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
   m = config.model
   hf_config = transformers.BertConfig(
       vocab_size=m.vocab_size, hidden_size=m.hidden_size,
@@ -285,6 +286,8 @@ def run(config, cycles: int, hf: bool) -> dict:
                  max_predictions=config.data.max_predictions,
                  keep_rate=config.token_drop.keep_rate, fi=config.sctd.fi,
                  dtype=str(step_lib.compute_dtype(m.dtype)), attention=m.attention,
+                 scan_layers=m.scan_layers,
+                 dropout_prng=step_lib.dropout_prng(config.train.dropout_prng),
                  mesh=list(sharding.mesh_shape(config.mesh, jax.device_count()))),
       compile_s=compile_s, memory_per_device_mb=mb)
   if not cycles:  # Compiled, not timed.
@@ -424,7 +427,7 @@ def main(argv):
     result = compile_times(config)
     print(format_compile_times(config, result))
   elif args.matmuls:
-    result = matmuls.compare(config)
+    result = matmuls.compare(config, with_torch=args.hf)
     print(matmuls.format_table(result))
   elif args.profile:
     for table in profile(config, args.profile):

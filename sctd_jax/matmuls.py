@@ -41,13 +41,21 @@ def _best_seconds(fn, reps: int) -> float:
   return best
 
 
-def compare(config, reps: int = 30) -> list[dict]:
-  """Per shape: GFLOP/s of jnp.matmul (jitted) and, if installed, torch.matmul."""
+def torch_with_xla_threads():
+  """torch with as many intra-op threads as XLA:CPU uses (this process's
+  cores), or None where it is not installed."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
   except ImportError:
-    torch = None
+    return None
+  torch.set_num_threads(len(os.sched_getaffinity(0)))
+  return torch
+
+
+def compare(config, reps: int = 30, with_torch: bool = True) -> list[dict]:
+  """Per shape: GFLOP/s of jnp.matmul (jitted) and, unless `with_torch` is
+  off or torch is missing, of torch.matmul."""
+  torch = torch_with_xla_threads() if with_torch else None
   rng = np.random.default_rng(0)
   product = jax.jit(jnp.matmul)
   rows = []
@@ -67,7 +75,8 @@ def compare(config, reps: int = 30) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-  lines = [f'{"product":<32}{"lhs":>16}{"rhs":>16}{"jax GFLOP/s":>13}{"torch":>8}{"jax/torch":>11}']
+  torch_columns = f'{"torch":>8}{"jax/torch":>11}' if 'torch_gflops' in rows[0] else ''
+  lines = [f'{"product":<32}{"lhs":>16}{"rhs":>16}{"jax GFLOP/s":>13}' + torch_columns]
   for r in rows:
     torch_rate = r.get('torch_gflops')
     lines.append(f'{r["product"]:<32}{"x".join(map(str, r["lhs"])):>16}'

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 from typing import Any, NamedTuple
 
+from absl import logging
 import flax.linen as nn
 from flax.training import train_state
 import jax
@@ -108,18 +109,23 @@ def dropout_prng(name: str) -> str:
   return name
 
 
+@functools.cache
 def _lower_mulhi_widened() -> None:
   """Lowers `lax.mulhi` (philox's multiply) the way JAX did before jaxlib had
   `chlo.mulhi`: widen, multiply, shift. jaxlib 0.10.2's sharding pass cannot
   convert `chlo.mulhi` back to StableHLO ("Unable to convert MHLO to
   StableHLO"), so philox masks failed on every sharded mesh. The widened form
-  is what `chlo.mulhi` decomposes to, so the bits are the same, on any mesh
-  (tests/test_sharding.py). Process-wide and idempotent."""
+  is what `chlo.mulhi` decomposes to: the same bits (tests/test_cpu_speed.py),
+  on any mesh (tests/test_sharding.py). Process-wide, once."""
   from jax._src.lax import lax as lax_internal   # pylint: disable=g-import-not-at-top
-  widened = getattr(lax_internal, '_mulhi_impl', None)   # Gone in a later JAX?
-  if widened is not None:
-    mlir.register_lowering(lax_internal.mulhi_p,
-                           mlir.lower_fun(widened, multiple_results=False))
+  widened = getattr(lax_internal, '_mulhi_impl', None)
+  if widened is None:   # A JAX without it: its own lowering must then partition.
+    logging.warning('jax %s has no widened mulhi lowering; philox4x32 dropout masks '
+                    'may fail to compile on a sharded mesh (then set '
+                    'train.dropout_prng=threefry2x32).', jax.__version__)
+    return
+  mlir.register_lowering(lax_internal.mulhi_p,
+                         mlir.lower_fun(widened, multiple_results=False))
 
 
 def dropout_key(key: jax.Array, name: str) -> jax.Array:

@@ -4,6 +4,7 @@ Config overrides follow `ml_collections.config_flags`, e.g.
 `--config.method=token_drop --config.train.num_steps=100`.
 """
 
+import json
 import os
 import shlex
 import sys
@@ -70,6 +71,29 @@ def shared_tokenizer(config, workdir: str):
   return tokenizer
 
 
+def keep_dropout_prng(config, workdir: str, resuming: bool) -> None:
+  """Sets train.dropout_prng to the implementation this run draws its
+  dropout masks with, so that config.json names it and a resumed run goes on
+  as it began: a new run resolves 'auto' (step.dropout_prng), a resumed one
+  keeps the name in its config.json (threefry2x32 if written before the
+  key). Another explicit name than the run's is refused: it would change
+  the masks halfway."""
+  name = step_lib.dropout_prng(config.train.dropout_prng)
+  saved = paths.resolve(workdir) / 'config.json'
+  if resuming and saved.exists():
+    ran = step_lib.dropout_prng(
+        config_lib.saved(json.loads(saved.read_text())).train.dropout_prng)
+    config_lib.check(config.train.dropout_prng in ('auto', ran), 'train.dropout_prng',
+                     config.train.dropout_prng,
+                     f'this run drew its dropout masks with {ran}; resume it with '
+                     f'--config.train.dropout_prng={ran} (or auto), or start a new workdir')
+    if ran != name:
+      logging.info('Resuming with the dropout masks the run began with: %s.', ran)
+    name = ran
+  with config.unlocked():
+    config.train.dropout_prng = name
+
+
 def setup(config, workdir: str, mesh):
   """Tokenizer, model, and the train state laid out on `mesh`: fresh, or
   restored from the newest readable checkpoint. Returns (tokenizer, model,
@@ -99,6 +123,7 @@ def setup(config, workdir: str, mesh):
     faults.remove_partial_saves(checkpointer.directory)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
   data_state = {'position': 0}
+  keep_dropout_prng(config, workdir, resuming=restored is not None)
   if restored is not None:
     state, data_state = restored
   elif config.init_from:

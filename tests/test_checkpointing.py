@@ -129,6 +129,30 @@ def test_checkpoint_of_another_shape_is_refused_and_nothing_is_overwritten(refer
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['100', '150', '200']
 
 
+def test_a_resumed_run_keeps_the_dropout_masks_it_began_with(reference, tmp_path):
+  """A new run records the masks 'auto' chose; a run from before the key
+  (threefry2x32) resumes with threefry2x32 masks, not today's default, and
+  an explicit other choice is refused with nothing overwritten."""
+  config = json.loads((reference / 'config.json').read_text())
+  assert config['train']['dropout_prng'] == 'philox4x32'   # 'auto' on CPU.
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference, workdir)
+  shutil.rmtree(workdir / 'checkpoints' / '200')
+  del config['train']['dropout_prng']                     # As written before the key.
+  (workdir / 'config.json').write_text(json.dumps(config))
+  before = (workdir / 'config.json').read_text()
+  run = _run(workdir, '--config.train.dropout_prng=philox4x32')
+  assert run.returncode == 1
+  assert 'train.dropout_prng' in run.stderr and 'threefry2x32' in run.stderr
+  assert 'Traceback' not in run.stderr
+  assert (workdir / 'config.json').read_text() == before
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert json.loads((workdir / 'config.json').read_text())['train']['dropout_prng'] == 'threefry2x32'
+  # Dropout is on, so other masks give other losses from the first resumed step.
+  assert _rows(workdir)[151]['loss'] != pytest.approx(_rows(reference)[151]['loss'], rel=1e-6)
+
+
 @pytest.mark.parametrize('keep_every, kept', [(0, [11, 12]), (4, [4, 8, 11, 12])])
 def test_keep_every_keeps_those_steps_besides_the_newest(tmp_path, keep_every, kept):
   import jax.numpy as jnp
