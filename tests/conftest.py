@@ -131,7 +131,8 @@ def compilation_cache(tmp_path_factory):
 
 # The slow tier: tests that start several training processes, an emulator or
 # full CLI fault runs. `python -m pytest tests` (the README's command) skips
-# them; `python -m pytest --slow -m slow tests` runs only them (CI runs both).
+# them; `python -m pytest --slow -m slow tests` runs only them (.ci/run runs
+# the default tier, as the README says).
 SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.py',
         'test_faults_cli.py', 'test_data_multiprocess.py', 'test_multiprocess.py',
         'test_data_reproducible.py', 'test_bench.py',
