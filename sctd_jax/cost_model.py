@@ -11,12 +11,12 @@ Model FLOPs over wall time against a chip's peak is the MFU (PaLM, appendix
 B); the peaks are a table for accelerators and a measured matmul on CPU.
 """
 
-import time
 
 import jax
 import jax.numpy as jnp
 
 from sctd_jax import config as config_lib
+from sctd_jax import matmuls
 from sctd_jax import token_drop
 
 
@@ -109,13 +109,7 @@ def measured_matmul_flops(n: int = 1024, reps: int = 10) -> float:
   device: the CPU's peak, which has no data sheet figure here."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
   matmul = jax.jit(lambda x: x @ x).lower(a).compile()
-  jax.block_until_ready(matmul(a))
-  best = float('inf')
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a))
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
+  return 2 * n**3 / matmuls.best_seconds(lambda: jax.block_until_ready(matmul(a)), reps)
 
 
 def peak_flops() -> tuple[float, str]:

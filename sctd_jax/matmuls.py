@@ -31,7 +31,8 @@ def shapes(config) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
           ('attention probs v (batched)', (heads, s, s), (heads, s, head))]
 
 
-def _best_seconds(fn, reps: int) -> float:
+def best_seconds(fn, reps: int) -> float:
+  """The fastest of `reps` calls of `fn` (which must block), after one warm-up."""
   fn()
   best = float('inf')
   for _ in range(reps):
@@ -65,11 +66,11 @@ def compare(config, reps: int = 30, with_torch: bool = True) -> list[dict]:
     flops = 2 * np.prod(a_shape) * b_shape[-1]
     ja, jb = jnp.asarray(a), jnp.asarray(b)
     row = dict(product=name, lhs=list(a_shape), rhs=list(b_shape),
-               jax_gflops=flops / _best_seconds(
+               jax_gflops=flops / best_seconds(
                    lambda: product(ja, jb).block_until_ready(), reps) / 1e9)
     if torch is not None:
       ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-      row['torch_gflops'] = flops / _best_seconds(lambda: torch.matmul(ta, tb), reps) / 1e9
+      row['torch_gflops'] = flops / best_seconds(lambda: torch.matmul(ta, tb), reps) / 1e9
     rows.append(row)
   return rows
 
