@@ -38,6 +38,8 @@ class BertConfig:
   hidden_act: str = 'gelu'
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
+  # The PRNG that draws dropout masks: 'threefry2x32' | 'philox4x32' (Dropout).
+  dropout_prng: str = 'threefry2x32'
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
   dtype: Any = jnp.float32
@@ -97,6 +99,26 @@ def _layer_norm(cfg: BertConfig, name: str = 'LayerNorm'):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
 
 
+class Dropout(nn.Dropout):
+  """Flax's Dropout with its mask bits drawn by `prng`. The 'dropout'
+  stream's keys stay JAX's threefry2x32 keys, which XLA:CPU compiles as a
+  loop: deriving every key with philox4x32 unrolled its rounds at each
+  derivation and doubled the compile time of a tiny SCTD step
+  (docs/performance.md). With threefry2x32 it is nn.Dropout, bit for bit."""
+  prng: str = 'threefry2x32'
+
+  def __call__(self, inputs, deterministic=None, rng=None):
+    if (rng is None and self.prng != 'threefry2x32' and 0 < self.rate < 1
+        and not nn.merge_param('deterministic', self.deterministic, deterministic)):
+      key = self.make_rng(self.rng_collection)
+      rng = jax.random.wrap_key_data(jax.random.key_data(key), impl=self.prng)
+    return super().__call__(inputs, deterministic, rng)
+
+
+def _dropout(cfg: BertConfig, rate: float):
+  return Dropout(rate, prng=cfg.dropout_prng)
+
+
 def _embed(cfg: BertConfig, num: int, axes: tuple[str, str], name: str):
   init = nn.initializers.normal(cfg.initializer_range)
   return nn.Embed(num, cfg.hidden_size, dtype=cfg.dtype,
@@ -117,7 +139,7 @@ class Embeddings(nn.Module):
     self.token_type_embeddings = _embed(cfg, cfg.type_vocab_size,
                                         (None, 'embed'), 'token_type_embeddings')
     self.LayerNorm = _layer_norm(cfg)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = _dropout(cfg, cfg.dropout_rate)
 
   def __call__(self, input_ids, token_type_ids, deterministic):
     positions = jnp.arange(input_ids.shape[-1])[None, :]
@@ -180,7 +202,7 @@ class SelfAttention(nn.Module):
     v = split(_dense(cfg, cfg.hidden_size, ('embed', 'heads'), 'value')(x_kv))
     dropout = None
     if not deterministic and cfg.attention_dropout_rate > 0:
-      dropout = functools.partial(nn.Dropout(cfg.attention_dropout_rate),
+      dropout = functools.partial(_dropout(cfg, cfg.attention_dropout_rate),
                                   deterministic=False)
     impl = attention_implementation(cfg.attention, cfg.dtype, dropout is not None)
     out = attend(q, k, v, kv_mask, impl, dropout)
@@ -195,7 +217,7 @@ class AddNorm(nn.Module):
   @nn.compact
   def __call__(self, x, residual, deterministic):
     x = _dense(self.cfg, self.cfg.hidden_size, self.axes, 'dense')(x)
-    x = nn.Dropout(self.cfg.dropout_rate)(x, deterministic=deterministic)
+    x = _dropout(self.cfg, self.cfg.dropout_rate)(x, deterministic=deterministic)
     return _layer_norm(self.cfg)(x + residual).astype(self.cfg.dtype)
 
 
@@ -444,7 +466,7 @@ class BertForSequenceClassification(nn.Module):
   def __call__(self, input_ids, token_type_ids, attention_mask, deterministic=True):
     _, _, pooled = BertModel(self.cfg, name='bert')(
         input_ids, token_type_ids, attention_mask, None, deterministic)
-    pooled = nn.Dropout(self.cfg.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = _dropout(self.cfg, self.cfg.dropout_rate)(pooled, deterministic=deterministic)
     logits = _dense(self.cfg, self.num_labels, ('embed', None), 'classifier')(pooled)
     return logits.astype(jnp.float32)
 

@@ -84,6 +84,7 @@ def model_config(config, vocab_size: int) -> models.BertConfig:
       type_vocab_size=m.type_vocab_size, hidden_act=m.hidden_act,
       dropout_rate=m.dropout_rate,
       attention_dropout_rate=m.attention_dropout_rate,
+      dropout_prng=dropout_prng(config.train.dropout_prng),
       layer_norm_eps=m.layer_norm_eps, initializer_range=m.initializer_range,
       dtype=compute_dtype(m.dtype), remat=m.remat, scan_layers=m.scan_layers,
       attention=m.attention,
@@ -99,13 +100,16 @@ def compute_dtype(name: str) -> jnp.dtype:
 
 def dropout_prng(name: str) -> str:
   """train.dropout_prng; 'auto' is philox4x32 on CPU, threefry2x32 elsewhere.
+  Resolving to philox4x32 registers its mesh-safe lowering (below).
 
   XLA:CPU runs jax's threefry as a rolled loop of five round groups, each
   writing its whole array, so there a mask costs about 4x philox4x32's
   (docs/performance.md). On GPUs and TPUs neither was measured, so JAX's
   default stays."""
   if name == 'auto':
-    return 'philox4x32' if jax.default_backend() == 'cpu' else 'threefry2x32'
+    name = 'philox4x32' if jax.default_backend() == 'cpu' else 'threefry2x32'
+  if name == 'philox4x32':
+    _lower_mulhi_widened()
   return name
 
 
@@ -126,19 +130,6 @@ def _lower_mulhi_widened() -> None:
     return
   mlir.register_lowering(lax_internal.mulhi_p,
                          mlir.lower_fun(widened, multiple_results=False))
-
-
-def dropout_key(key: jax.Array, name: str) -> jax.Array:
-  """`key` (a raw threefry2x32 key) as a key of `dropout_prng(name)`.
-
-  The same 64 bits seed either implementation; only how the dropout masks
-  are drawn from them changes, so one seed is still one run."""
-  impl = dropout_prng(name)
-  if impl == 'threefry2x32':
-    return key
-  if impl == 'philox4x32':
-    _lower_mulhi_widened()
-  return jax.random.wrap_key_data(key, impl=impl)
 
 
 def create_train_state(config, model: models.BertForMaskedLM,
@@ -261,8 +252,7 @@ def make_train_step(model: models.BertForMaskedLM, config, shardings=None):
                                 config.token_drop.keep_rate)
       keep_indices = token_drop.select_kept(state.importance,
                                             batch['input_ids'], k, select_key)
-    args = (state.params, batch, keep_indices,
-            dropout_key(drop_key, config.train.dropout_prng))
+    args = (state.params, batch, keep_indices, drop_key)
     # The branch is chosen once per optimizer step, for all its micro-batches.
     is_sctd_step = jnp.logical_and(method == 'sctd', state.step % fi == 0)
     if method == 'baseline':

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,15 +38,29 @@ def test_dropout_prng_is_validated_by_name():
     config_lib.validate(c)
 
 
-def test_dropout_key_keeps_the_64_bits_and_changes_only_the_implementation():
-  raw = jax.random.PRNGKey(7)
-  assert step_lib.dropout_key(raw, 'threefry2x32') is raw
-  key = step_lib.dropout_key(raw, 'philox4x32')
-  assert str(jax.random.key_impl(key)) == 'philox4x32'
-  np.testing.assert_array_equal(jax.random.key_data(key), raw)
+def test_dropout_masks_come_from_the_chosen_prng_with_the_streams_key():
+  """models.Dropout is nn.Dropout bit for bit with threefry2x32; with
+  philox4x32 its mask is philox's, drawn from the key nn.Dropout would have
+  used (the stream's key, same 64 bits)."""
+  x = jnp.ones((64, 64))
+  rngs = {'dropout': jax.random.PRNGKey(7)}
+  ours = lambda prng: models.Dropout(0.5, prng=prng).apply({}, x, False, rngs=rngs)
+  flax_dropout = nn.Dropout(0.5)
+  np.testing.assert_array_equal(ours('threefry2x32'), flax_dropout.apply({}, x, False, rngs=rngs))
+  stream_key = StreamKey().apply({}, rngs=rngs)
+  philox = jax.random.wrap_key_data(jax.random.key_data(stream_key), impl='philox4x32')
+  want = flax_dropout.apply({}, x, False, rng=philox)
+  np.testing.assert_array_equal(ours('philox4x32'), want)
+  assert not np.array_equal(want, ours('threefry2x32'))
   assert step_lib.dropout_prng('auto') == 'philox4x32'   # The tests run on CPU.
-  assert str(jax.random.key_impl(step_lib.dropout_key(raw, 'auto'))) == 'philox4x32'
   assert step_lib.dropout_prng('threefry2x32') == 'threefry2x32'
+
+
+class StreamKey(nn.Module):
+  """The first key a module at the top of the tree draws from 'dropout'."""
+
+  def __call__(self):
+    return self.make_rng('dropout')
 
 
 _SAME_BITS = '''
@@ -56,7 +71,7 @@ draw = lambda: np.asarray(jax.jit(lambda k: jax.random.bits(k, (4096,)))(key))
 x = np.array([0, 1, 2**31, 2**32 - 1, 0x9E3779B9, 0xD2511F53], np.uint32)
 mulhi = lambda: np.asarray(jax.jit(jax.lax.mulhi)(x, x[::-1].copy()))
 before, before_hi = draw(), mulhi()
-step.dropout_key(jax.random.PRNGKey(0), 'philox4x32')   # Registers the widened lowering.
+step.dropout_prng('philox4x32')   # Registers the widened lowering.
 after, after_hi = draw(), mulhi()
 want = ((x.astype(object) * x[::-1].astype(object)) >> 32).astype(np.uint32)
 print(np.array_equal(before, after), np.array_equal(before_hi, after_hi),
@@ -66,7 +81,7 @@ print(np.array_equal(before, after), np.array_equal(before_hi, after_hi),
 
 def test_the_widened_mulhi_lowering_draws_the_same_bits():
   """philox's bits and `lax.mulhi` (against exact integer arithmetic) are
-  the same under JAX's own lowering and the one `dropout_key` registers; a
+  the same under JAX's own lowering and the one `dropout_prng` registers; a
   fresh process, since the registration is process-wide."""
   out = subprocess.run([sys.executable, '-c', _SAME_BITS], capture_output=True,
                        text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
