@@ -8,7 +8,6 @@ import sys
 
 from absl import logging
 import numpy as np
-import tensorboardX
 import tqdm
 
 from sctd_jax import cli
@@ -80,6 +79,9 @@ class Reporter:
     if not enabled:
       return
     self.jsonl = paths.resolve(workdir) / 'metrics.jsonl'
+    # Imported here: tensorboardX imports torch when it is installed, seconds
+    # that a command failing on its config should not wait for.
+    import tensorboardX  # pylint: disable=g-import-not-at-top
     self.tb = tensorboardX.SummaryWriter(str(paths.resolve(workdir) / 'tensorboard'))
     self.first_step = self.last_step = first_step
     self.num_steps = num_steps

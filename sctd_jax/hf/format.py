@@ -11,6 +11,8 @@ conversion against it tests the mapping instead of restating it (and needs
 no torch; tests/test_export.py pins it to HF's PyTorch model).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import re
 from typing import Any, NamedTuple
