@@ -67,8 +67,8 @@ def _checkpoints(workdir):
 
 @pytest.fixture(scope='module')
 def tokenizer(tmp_path_factory):
-  """A tokenizer fitted once; runs copy it into their workdir (WordPiece ties
-  break in hash order, so each fit could differ)."""
+  """A tokenizer fitted once and copied into each run's workdir, which saves
+  each run the fit (fits are deterministic: no result depends on this)."""
   workdir = tmp_path_factory.mktemp('tokenizer')
   run = _train(workdir, '--config.train.num_steps=1', '--config.train.warmup_steps=0')
   assert run.returncode == 0, run.stderr[-3000:]
