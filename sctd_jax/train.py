@@ -111,19 +111,20 @@ def setup(config, workdir: str, mesh):
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():
     config.model.vocab_size = vocab_size
+  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints,
+                                            config.train.keep_every)
+  if jax.process_index() == 0:  # A save the last run did not finish.
+    faults.remove_partial_saves(checkpointer.directory)
+  # Before the model, whose dropout layers draw with it.
+  keep_dropout_prng(config, workdir, resuming=bool(checkpointer.steps()))
   model = models.BertForMaskedLM(step_lib.model_config(config, vocab_size))
   allow, deny = tokenizer_lib.special_ids(tokenizer)
   importance = token_drop.init_importance(vocab_size, allow, deny,
                                           config.token_drop.importance_init)
   state, state_sharding = step_lib.create_sharded_train_state(
       config, model, importance, jax.random.PRNGKey(config.seed), mesh)
-  checkpointer = checkpointing.Checkpointer(workdir, config.train.keep_checkpoints,
-                                            config.train.keep_every)
-  if jax.process_index() == 0:  # A save the last run did not finish.
-    faults.remove_partial_saves(checkpointer.directory)
   restored = checkpointer.restore(state, checkpointing.model_shape(config))
   data_state = {'position': 0}
-  keep_dropout_prng(config, workdir, resuming=restored is not None)
   if restored is not None:
     state, data_state = restored
   elif config.init_from:
