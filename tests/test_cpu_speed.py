@@ -2,6 +2,7 @@
 masks' PRNG (`train.dropout_prng`), the erf form of the exact GELU, and the
 matmul shapes `bench --matmuls` compares with PyTorch."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -19,7 +20,7 @@ from sctd_jax import matmuls
 from sctd_jax import models
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
-from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
+from conftest import CLS, MASK, PAD, SEP, VOCAB, make_model, random_batch, tiny_config
 
 
 def _losses_after_one_step(config, runs):
@@ -54,6 +55,29 @@ def test_dropout_masks_come_from_the_chosen_prng_with_the_streams_key():
   assert not np.array_equal(want, ours('threefry2x32'))
   assert step_lib.dropout_prng('auto') == 'philox4x32'   # The tests run on CPU.
   assert step_lib.dropout_prng('threefry2x32') == 'threefry2x32'
+
+
+def test_fine_tuning_draws_threefry_masks_whatever_pretraining_drew():
+  """A workdir pretrained with philox4x32 masks is fine-tuned with
+  threefry2x32 ones, as fine-tuning always was: the same classifier outputs
+  under dropout as from a threefry2x32 encoder config."""
+  from sctd_jax.evals import finetune  # pylint: disable=g-import-not-at-top
+  cfg = step_lib.model_config(tiny_config(**{'train.dropout_prng': 'philox4x32'}), VOCAB)
+  assert cfg.dropout_prng == 'philox4x32'
+  ids = jnp.asarray(np.random.default_rng(0).integers(5, VOCAB, (2, 16)), jnp.int32)
+  inputs = (ids, jnp.zeros_like(ids), jnp.ones_like(ids))
+  def logits(encoder_cfg):
+    model = models.BertForSequenceClassification(finetune.encoder_config(encoder_cfg, 0.3), 2)
+    params = model.init(jax.random.PRNGKey(0), *inputs)
+    return model.apply(params, *inputs, deterministic=False,
+                       rngs={'dropout': jax.random.PRNGKey(1)})
+  threefry = dataclasses.replace(cfg, dropout_prng='threefry2x32')
+  np.testing.assert_array_equal(logits(cfg), logits(threefry))
+  philox = models.BertForSequenceClassification(dataclasses.replace(cfg, dropout_rate=0.3), 2)
+  params = philox.init(jax.random.PRNGKey(0), *inputs)
+  assert not np.array_equal(philox.apply(params, *inputs, deterministic=False,
+                                         rngs={'dropout': jax.random.PRNGKey(1)}),
+                            logits(threefry))
 
 
 class StreamKey(nn.Module):

@@ -308,6 +308,15 @@ def summarize(name: str, init: str, runs: list[dict], **extra) -> dict:
           'per_seed': per_seed}
 
 
+def encoder_config(cfg: models.BertConfig, rate: float) -> models.BertConfig:
+  """The pretrained encoder's config for fine-tuning: dropout `rate`
+  everywhere, its masks drawn with JAX's threefry2x32 whatever pretraining
+  drew with (fine-tuning has no train.dropout_prng; its results so far were
+  drawn with threefry2x32)."""
+  return dataclasses.replace(cfg, dropout_rate=rate, attention_dropout_rate=rate,
+                             dropout_prng='threefry2x32')
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
   """Fine-tuning's AdamW: linear warmup over `t.warmup_steps`, then linear
   decay to 0 at `t.num_steps`."""
@@ -364,7 +373,7 @@ def finetune(config, workdir: str) -> dict:
                config.init)
 
   rate = config.train.dropout_rate
-  cfg = dataclasses.replace(mlm.cfg, dropout_rate=rate, attention_dropout_rate=rate)
+  cfg = encoder_config(mlm.cfg, rate)
   model = (BertForMultipleChoice if task.multiple_choice else
            models.BertForSequenceClassification)(cfg, task.num_labels)
   optimizer = make_optimizer(t)

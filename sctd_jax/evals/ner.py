@@ -13,7 +13,6 @@ micro F1 over BIO chunks on the dev file, as conlleval and seqeval count it.
 OUT/eval_results.json holds the mean over seeds, `std` and `per_seed`.
 """
 
-import dataclasses
 import os
 
 from absl import flags
@@ -179,7 +178,7 @@ def run(args, out: str) -> dict:
   train_sentences = read_conll(args.train_file)
   dev = read_conll(args.dev_file)
   labels = sorted({t for _, tags in train_sentences + dev for t in tags} | {'O'})
-  cfg = dataclasses.replace(mlm.cfg, dropout_rate=0.1, attention_dropout_rate=0.1)
+  cfg = finetune.encoder_config(mlm.cfg, 0.1)
   model = BertForTokenClassification(cfg, len(labels))
   train_step = make_train_step(model)
   dev_arrays = encode(tokenizer, dev, labels, args.max_length)

@@ -201,7 +201,7 @@ def run(args, out: str) -> dict:
   dev = make_features(tokenizer, dev_examples, args.max_length, args.doc_stride)
   t = finetune.epochs_config(args.learning_rate, args.batch_size, args.num_epochs,
                              len(train['example']))
-  cfg = dataclasses.replace(mlm.cfg, dropout_rate=0.1, attention_dropout_rate=0.1)
+  cfg = finetune.encoder_config(mlm.cfg, 0.1)
   model = BertForQuestionAnswering(cfg)
   train_step, optimizer = make_train_step(model), finetune.make_optimizer(t)
   bert_params = jax.device_get(pretrained['bert'])

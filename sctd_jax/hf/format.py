@@ -173,12 +173,9 @@ def model_config_values(hf_config: dict) -> dict:
 
 def from_hf_config(hf_config: dict) -> models.BertConfig:
   """Our model config for an HF BERT config.json, with the defaults a
-  training config would add (float32 compute, the paper's drop layers) but
-  JAX's own threefry2x32 dropout masks: fine-tuning has no
-  train.dropout_prng, and its results so far were drawn with those."""
+  training config would add (float32 compute, the paper's drop layers)."""
   config = config_lib.base_config()
   config.model.update(model_config_values(hf_config))
-  config.train.dropout_prng = 'threefry2x32'
   return step_lib.model_config(config, config.model.vocab_size)
 
 
