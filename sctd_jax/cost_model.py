@@ -11,7 +11,6 @@ Model FLOPs over wall time against a chip's peak is the MFU (PaLM, appendix
 B); the peaks are a table for accelerators and a measured matmul on CPU.
 """
 
-
 import jax
 import jax.numpy as jnp
 
