@@ -1,7 +1,7 @@
 """Step-time benchmark of baseline, token dropping and SCTD on one shape.
 
     python -m sctd_jax.bench [--config configs/bench.py] [--json OUT]
-        [--vocab_sizes 1024,30522] [--cycles 0]
+        [--vocab_sizes 1024,30522] [--variants sctd,sctd_shared] [--cycles 0]
 
 Each variant's `train_step` (the three methods, and SCTD with
 `sctd.share_prefix`) is compiled (compile time printed), warmed up, then
@@ -57,6 +57,16 @@ VARIANTS = (('baseline', 'baseline', False), ('token_drop', 'token_drop', False)
 HF_ROW = 'hf_pytorch_baseline'   # The peer: HF's PyTorch BertForMaskedLM.
 
 
+def select_variants(names=None) -> tuple:
+  """The VARIANTS rows named in `names` (all if None), baseline always
+  first: every ratio is to it."""
+  known = [name for name, _, _ in VARIANTS]
+  unknown = sorted(set(names or ()) - set(known))
+  if unknown:
+    raise cli.UserError(f'--variants: unknown {unknown}; choose among {known}.')
+  return tuple(v for v in VARIANTS if names is None or v[0] in names or v[0] == 'baseline')
+
+
 def variant_config(config, method: str, share_prefix: bool):
   c = config.copy_and_resolve_references()
   c.method, c.sctd.share_prefix = method, share_prefix
@@ -77,16 +87,16 @@ def random_batch(config, rng: np.random.Generator) -> dict:
               mlm_ids=labels, mlm_weights=np.ones((B, P), np.float32))
 
 
-def jax_runners(config) -> tuple[dict, dict, dict]:
-  """Per variant, a function running one step; each compiled step's memory
-  per device (XLA's memory analysis) and compile time."""
+def jax_runners(config, variants=VARIANTS) -> tuple[dict, dict, dict]:
+  """Per variant of `variants`, a function running one step; each compiled
+  step's memory per device (XLA's memory analysis) and compile time."""
   mesh = sharding.make_mesh(config.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   batch = sharding.global_batch(random_batch(config, np.random.default_rng(0)),
                                 batch_sharding, config.train.batch_size)
   runners, memory, compile_s = {}, {}, {}
-  for name, method, share_prefix in VARIANTS:
+  for name, method, share_prefix in variants:
     c = variant_config(config, method, share_prefix)
     model = models.BertForMaskedLM(
         step_lib.model_config(c, c.model.vocab_size))
@@ -163,9 +173,9 @@ def format_compile_times(config, times: dict) -> str:
   return '\n'.join(lines)
 
 
-def profile(config, directory: str) -> Iterator[str]:
-  """Yields, per method, the top HLO ops of 3 traced steps."""
-  for name, method, share_prefix in VARIANTS[:3]:
+def profile(config, directory: str, variants=VARIANTS[:3]) -> Iterator[str]:
+  """Yields, per variant, the top HLO ops of 3 traced steps."""
+  for name, method, share_prefix in variants:
     c = variant_config(config, method, share_prefix)
     model = models.BertForMaskedLM(step_lib.model_config(c, c.model.vocab_size))
     importance = token_drop.init_importance(c.model.vocab_size, [2, 3, 4], [0])
@@ -265,12 +275,12 @@ def time_checkpoint(config, directory: str) -> dict:
               size_mb=size / 2**20, restore_s=restored)
 
 
-def run(config, cycles: int, hf: bool) -> dict:
+def run(config, cycles: int, hf: bool, variants=VARIANTS) -> dict:
   """One table: each variant's step time, ratios, model FLOP/s and MFU, and
   the PyTorch peer; with `cycles=0` only compile time and memory."""
   config_lib.validate(config)
   tokens = config.train.batch_size * config.data.seq_len
-  runners, memory, compile_s = jax_runners(config)
+  runners, memory, compile_s = jax_runners(config, variants)
   hf_step = hf_pytorch_runner(config) if hf and cycles else None
   if hf_step:
     runners[HF_ROW] = hf_step
@@ -304,7 +314,7 @@ def run(config, cycles: int, hf: bool) -> dict:
                 **cost_model.utilization(flops, median, peak))
 
   result['rows'] = []
-  for name, method, share_prefix in VARIANTS:
+  for name, method, share_prefix in variants:
     c = variant_config(config, method, share_prefix)
     result['rows'].append(dict(row(name, times[name], c),
                                compile_s=compile_s[name],
@@ -388,6 +398,9 @@ def define_flags() -> None:
       'reports memory per device.')
   flags.DEFINE_bool('hf', True, "Time HF's PyTorch BertForMaskedLM too, if installed.")
   flags.DEFINE_list(
+      'variants', None, 'Only these rows of the step-time table or the profile, e.g. '
+      'sctd,sctd_shared (default: all; baseline is always timed, ratios are to it).')
+  flags.DEFINE_list(
       'vocab_sizes', None, 'One table per vocabulary size, e.g. 1024,30522 '
       "(the tiny config's and BERT's); default: the config's.")
   flags.DEFINE_bool(
@@ -430,7 +443,8 @@ def main(argv):
     result = matmuls.compare(config, with_torch=args.hf)
     print(matmuls.format_table(result))
   elif args.profile:
-    for table in profile(config, args.profile):
+    for table in profile(config, args.profile,
+                         select_variants(args.variants) if args.variants else VARIANTS[:3]):
       print(table, flush=True)
   elif args.checkpoint:
     result = dict(date=time.strftime('%Y-%m-%d'), machine=machine(),
@@ -441,7 +455,7 @@ def main(argv):
     for vocab_size in args.vocab_sizes or [config.model.vocab_size]:
       c = config.copy_and_resolve_references()
       c.model.vocab_size = int(vocab_size)
-      result.append(run(c, args.cycles, args.hf))
+      result.append(run(c, args.cycles, args.hf, select_variants(args.variants)))
       print(format_table(result[-1]) if args.cycles else json.dumps(result[-1], indent=2),
             flush=True)
   if args.json:

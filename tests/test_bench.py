@@ -1,5 +1,5 @@
-"""The benchmark CLI on a tiny shape: memory only (--cycles 0), one timed
-cycle, checkpoint timing (--checkpoint) and the input pipeline (--data),
+"""The benchmark CLI on a tiny shape: memory only (--cycles 0) of chosen
+variants, one timed cycle, checkpoint timing (--checkpoint) and the input pipeline (--data),
 each with --json (which once crashed after --data)."""
 
 import json
@@ -27,12 +27,22 @@ def _bench(tmp_path, *args):
   return run, json.load(open(out))
 
 
-def test_cycles_zero_compiles_each_method_and_reports_memory(tmp_path):
-  run, (result,) = _bench(tmp_path, '--cycles=0')   # one entry per vocabulary size
-  assert json.loads(run.stdout) == result
+def test_cycles_zero_compiles_the_chosen_variants_and_reports_memory(tmp_path):
+  run, (result,) = _bench(tmp_path, '--cycles=0', '--variants=sctd_shared')
+  assert json.loads(run.stdout) == result   # one entry per vocabulary size
   assert result['shape']['mesh'] == [1, 1, 1]
-  assert set(result['memory_per_device_mb']) == {'baseline', 'token_drop', 'sctd', 'sctd_shared'}
+  # Baseline is compiled whatever is chosen: every ratio is to it.
+  assert set(result['memory_per_device_mb']) == {'baseline', 'sctd_shared'}
+  assert all(mb > 0 for mb in result['memory_per_device_mb'].values())
   assert 'rows' not in result   # nothing timed
+
+
+def test_an_unknown_variant_is_refused_with_the_known_ones():
+  run = subprocess.run([sys.executable, '-m', 'sctd_jax.bench', *SHAPE, '--variants=sctd,bert'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode != 0
+  assert "unknown ['bert']" in run.stderr and 'sctd_shared' in run.stderr
+  assert 'Traceback' not in run.stderr
 
 
 def test_one_timed_cycle_gives_a_row_per_method(tmp_path):
