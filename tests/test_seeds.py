@@ -120,3 +120,19 @@ def test_bad_folders_are_one_line_errors(root, tmp_path, args, message):
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+
+
+def test_cpu_time_is_summed_from_run_sh_time_files(root, tmp_path):
+  """/usr/bin/time's lines (wall, user, system) are summed as user + system;
+  the line it writes for a failed command is skipped; a run without
+  time.txt has no CPU time."""
+  (root / 'seed0' / 'sctd' / 'time.txt').write_text(
+      '100.0 50.0 10.0\nCommand exited with non-zero status 1\n7.5 30.0 30.0\n')
+  (root / 'seed1' / 'sctd' / 'time.txt').write_text('60 150 30\n')
+  seeds.compare(str(root), str(tmp_path / 'out'))
+  cpu = json.loads((tmp_path / 'out' / 'seeds.json').read_text())['cpu_seconds']
+  assert cpu['sctd'] == {'0': 120.0, '1': 180.0, '2': None}
+  assert cpu['baseline'] == {'0': None, '1': None, '2': None}
+  md = (tmp_path / 'out' / 'seeds.md').read_text()
+  assert '0.08 h over 2 runs' in md        # 300 s
+  assert '| 2.5 (n=2) |' in md              # sctd: (120 + 180) / 2 s a run

@@ -23,6 +23,8 @@ Measures of each run:
 - probing: the last layer's test accuracy (Figures 4 and 8);
 - fine-tuning: each task's first metric (one fine-tuning per pretraining seed).
 
+Each run's CPU time (user + system) is read from the time.txt run.sh writes.
+
 Writes DIR/seeds.md, DIR/seeds.json (every run's measures) and the figures
 seeds_val_mlm.png and seeds_differences.png.
 """
@@ -73,6 +75,19 @@ def find_runs(root: str, variants: list[str] | None) -> dict[str, dict[int, str]
     raise SeedsError(f'{root} has no runs of {", ".join(missing)}; it has '
                      f'{", ".join(found)}.')
   return {v: found[v] for v in variants}
+
+
+def cpu_seconds(workdir: str) -> float | None:
+  """User + system CPU seconds of the commands docs/results/run.sh timed for
+  this run (pretraining, probing, fine-tuning; `/usr/bin/time -f '%e %U %S'`
+  lines in its time.txt), None without one. A command killed before it
+  ended wrote no line, so an interrupted run counts less than it cost."""
+  path = os.path.join(workdir, 'time.txt')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    times = [re.fullmatch(r'([\d.]+) ([\d.]+) ([\d.]+)', line.strip()) for line in f]
+  return sum(float(t.group(2)) + float(t.group(3)) for t in times if t)
 
 
 def step_costs(runs: dict[str, dict[int, report.Run]], bench: str | None
@@ -235,19 +250,28 @@ def plot_differences(summary: dict, reference: str, path: str) -> None:
   plots.points(panels, path)
 
 
-def write(runs, table, summary, costs, source, reference, target, out) -> str:
+def _cpu_minutes(seconds: dict[int, float | None]) -> str:
+  timed = [s for s in seconds.values() if s is not None]
+  return f'{np.mean(timed) / 60:.1f} (n={len(timed)})' if timed else report.MISSING
+
+
+def write(runs, table, summary, costs, cpu, source, reference, target, out) -> str:
   """Writes out/seeds.md, seeds.json and the figures; returns seeds.md's path."""
   os.makedirs(out, exist_ok=True)
   any_run = {v: next(iter(seeds.values())) for v, seeds in runs.items()}
   names = list(dict.fromkeys(m for v in summary.values() for m in v))
+  timed = [s for seeds in cpu.values() for s in seeds.values() if s is not None]
   md = ['# Variants across seeds', '',
         f'Runs: {", ".join(f"{v} ({len(s)} seeds)" for v, s in runs.items())}. '
         f'Time is counted in baseline steps from {source}; the equal-time loss '
         f'is read when {reference} ends, and the target loss is {target:.4f}, '
-        'the largest final loss of all runs.', '',
-        *report.markdown_table(['variant', 'method', 'step cost', 'effective λ'],
-                               [[v, r.config.method, f'{costs[v]:.3f}', _lambda(r.config)]
-                                for v, r in any_run.items()]), '',
+        'the largest final loss of all runs. CPU time recorded by run.sh '
+        f'(user + system, pretraining, probing and fine-tuning): {sum(timed) / 3600:.2f} h '
+        f'over {len(timed)} runs.', '',
+        *report.markdown_table(['variant', 'method', 'step cost', 'effective λ',
+                                'CPU minutes a run'],
+                               [[v, r.config.method, f'{costs[v]:.3f}', _lambda(r.config),
+                                 _cpu_minutes(cpu[v])] for v, r in any_run.items()]), '',
         '## Mean ± sd over seeds', '',
         *report.markdown_table(['measure', *runs], [[m, *(_cell(summary[v].get(m)) for v in runs)]
                                              for m in names]), '',
@@ -263,7 +287,9 @@ def write(runs, table, summary, costs, source, reference, target, out) -> str:
   plot_differences(summary, reference, os.path.join(out, 'seeds_differences.png'))
   with open(os.path.join(out, 'seeds.json'), 'w') as f:
     json.dump({'reference': reference, 'target_loss': target, 'time_source': source,
-               'step_cost': costs, 'runs': {v: {str(s): r for s, r in t.items()}
+               'step_cost': costs, 'cpu_seconds': {v: {str(s): c for s, c in t.items()}
+                                                   for v, t in cpu.items()},
+               'runs': {v: {str(s): r for s, r in t.items()}
                                             for v, t in table.items()},
                'summary': summary}, f, indent=1)
   path = os.path.join(out, 'seeds.md')
@@ -288,7 +314,8 @@ def compare(root: str, out: str, variants: list[str] | None = None,
   table = {v: {s: measures(r, costs[v], end_time, target) for s, r in seeds.items()}
            for v, seeds in runs.items()}
   summary = summarize(table, reference)
-  return write(runs, table, summary, costs, source, reference, target, out)
+  cpu = {v: {s: cpu_seconds(w) for s, w in seeds.items()} for v, seeds in found.items()}
+  return write(runs, table, summary, costs, cpu, source, reference, target, out)
 
 
 def define_flags() -> None:
