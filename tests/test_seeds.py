@@ -90,6 +90,8 @@ def test_equal_time_and_time_to_target_by_hand(root, tmp_path):
           5.0 + (final - 5.0) * (step - 100) / 100)
       at_target = 100 + 100 * (5.0 - 4.3) / (5.0 - final)
       assert run['time to target loss'] == pytest.approx(at_target * cost[method])
+      # Step 160 (80% of 200) lies 60% of the way from 5.0 to `final`.
+      assert run['val MLM loss fall, last 20% of steps'] == pytest.approx(0.4 * (5.0 - final))
   md = (tmp_path / 'out' / 'seeds.md').read_text()
   assert '| sctd | sctd |' in md and '0.05 |' in md  # effective λ under 'batch'
   for figure in ('seeds_val_mlm.png', 'seeds_differences.png'):

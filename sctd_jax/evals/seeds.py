@@ -19,6 +19,8 @@ Measures of each run:
   ends (linear between evaluations);
 - the time to reach a target loss, the largest final loss of all the runs
   (so every run reaches it), in the same units;
+- how far the validation loss still fell over the last 20% of the steps
+  (whether the run was long enough for its curve to settle);
 - drift: the mean similarity over the evaluations from step 200 (Figure 3);
 - probing: the last layer's test accuracy (Figures 4 and 8);
 - fine-tuning: each task's first metric (one fine-tuning per pretraining seed).
@@ -45,6 +47,7 @@ from sctd_jax.evals import plots
 from sctd_jax.evals import report
 
 DRIFT_FROM_STEP = 200
+LATE = 0.2   # The share of the steps whose loss fall says whether a run settled.
 LOSS = 'val_mlm_full'
 
 
@@ -132,7 +135,9 @@ def measures(run: report.Run, cost: float, end_time: float, target: float) -> di
   times, values = curve(run, cost)
   out = {'final val MLM loss': float(values[-1]),
          'val MLM loss at equal time': float(np.interp(end_time, times, values)),
-         'time to target loss': time_to(times, values, target)}
+         'time to target loss': time_to(times, values, target),
+         f'val MLM loss fall, last {LATE:.0%} of steps':
+             float(np.interp((1 - LATE) * times[-1], times, values) - values[-1])}
   for key in ('drift_dropped', 'drift_masked'):
     steps, _, sims = report.series(run, key)
     if sims.size:
@@ -233,7 +238,7 @@ def plot_differences(summary: dict, reference: str, path: str) -> None:
   """The paired differences from the reference with their 95% intervals, a
   panel per kind of measure (losses, drift, accuracies)."""
   groups = (('Losses (nats; below 0: lower than ' + reference + ')',
-             lambda m: 'loss' in m and not m.startswith('time')),
+             lambda m: 'loss' in m and not m.startswith('time') and 'fall' not in m),
             ('Drift (similarity; above 0: less drift)', lambda m: m.startswith('drift')),
             ('Probing and fine-tuning (accuracy)',
              lambda m: m.startswith(('probe', 'fine-tune'))))
