@@ -37,7 +37,8 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
                      'shift 2; exec "$@"\n')
   taskset.chmod(0o755)
   env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
-             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2', PIN=pin)
+             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2', PIN=pin,
+             TRAIN_ARGS='--config.train.num_steps=7 --config.train.eval_every=7')
   run = subprocess.run(['bash', os.path.join(ROOT, 'docs', 'results', 'run.sh'),
                         str(tmp_path / 'runs')], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
@@ -47,6 +48,9 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
             'token_drop.log') in run.stderr, run.stderr
   calls = (tmp_path / 'calls').read_text().splitlines()
   assert sum('sctd_jax.train' in c for c in calls) == 6
+  # TRAIN_ARGS reach every pretraining run, and only those.
+  assert all(c.endswith('--config.train.num_steps=7 --config.train.eval_every=7')
+             == ('sctd_jax.train' in c) for c in calls)
   # The failed runs are not evaluated, the others are; nothing is compared.
   evaluated = {c.split('--init ')[1].split()[0] for c in calls if 'evals.probe' in c}
   assert evaluated == {f'{tmp_path}/runs/seed{s}/{v}' for s in (0, 1)

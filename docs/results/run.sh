@@ -5,7 +5,10 @@
 # From the repository root:
 #   bash docs/results/run.sh [RUNS_DIR]          (default runs/experiment)
 # Environment: SEEDS (default "0 1 2 3 4"), JOBS (runs at a time, default 2),
-# VARIANTS (default all of them, in the order below), PIN (1: run slot k is
+# VARIANTS (default all of them, in the order below), TRAIN_ARGS (more
+# --config.KEY=VALUE overrides for every pretraining run, e.g.
+# --config.train.num_steps=1500), OUT (where seeds.md and its figures go,
+# default docs/results), PIN (1: run slot k is
 # pinned to core k with taskset, so that concurrent runs' XLA thread pools do
 # not share cores; on 2 cores two pinned runs gave 16% more steps/s than one
 # run on both).
@@ -17,6 +20,8 @@ RUNS=${1:-runs/experiment}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 JOBS=${JOBS:-2}
 PIN=${PIN:-0}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+OUT=${OUT:-docs/results}
 
 # name: the overrides that make it. The first three are the paper's methods;
 # the rest are SCTD's objective variants (docs/evaluation.md).
@@ -39,10 +44,10 @@ one_run() {
   local -a timed=(/usr/bin/time -a -o "$dir/time.txt" -f "%e %U %S")
   if [ "$PIN" = 1 ]; then timed=(taskset -c "$slot" "${timed[@]}"); fi
   mkdir -p "$dir"
-  # shellcheck disable=SC2086  # OVERRIDES holds several words on purpose.
+  # shellcheck disable=SC2086  # OVERRIDES, TRAIN_ARGS: several words on purpose.
   "${timed[@]}" python -m sctd_jax.train --config configs/experiment.py --workdir "$dir" \
     --config.seed="$seed" --config.data.tokenizer="$RUNS/seed$seed/tokenizer" \
-    ${OVERRIDES[$variant]} || return 1
+    ${OVERRIDES[$variant]} $TRAIN_ARGS || return 1
   [ -f "$dir/probe/probe.json" ] || \
     "${timed[@]}" python -m sctd_jax.evals.probe --init "$dir" --out "$dir/probe" || return 1
   local task
@@ -108,4 +113,4 @@ wait
 
 # shellcheck disable=SC2086
 python -m sctd_jax.evals.seeds "$RUNS" --variants ${VARIANTS// /,} \
-  --bench docs/results/bench.json --out docs/results
+  --bench docs/results/bench.json --out "$OUT"
