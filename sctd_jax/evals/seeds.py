@@ -294,8 +294,7 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
     json.dump({'reference': reference, 'target_loss': target, 'time_source': source,
                'step_cost': costs, 'cpu_seconds': {v: {str(s): c for s, c in t.items()}
                                                    for v, t in cpu.items()},
-               'runs': {v: {str(s): r for s, r in t.items()}
-                                            for v, t in table.items()},
+               'runs': {v: {str(s): r for s, r in t.items()} for v, t in table.items()},
                'summary': summary}, f, indent=1)
   path = os.path.join(out, 'seeds.md')
   with open(path, 'w') as f:
