@@ -17,7 +17,7 @@ import optax
 from sctd_jax import sharding
 from sctd_jax import step
 from sctd_jax import token_drop
-from conftest import CLS, MASK, PAD, SEP, count_compiles, make_model, random_batch, tiny_config
+from conftest import CLS, DROPOUT, MASK, PAD, SEP, count_compiles, make_model, random_batch, tiny_config
 
 # A small learning rate: Adam's first steps move every weight by about +-lr
 # whatever the gradient's size, so a last-bit difference in a near-zero
@@ -30,7 +30,7 @@ from conftest import CLS, MASK, PAD, SEP, count_compiles, make_model, random_bat
 # (model.scan_layers) with a stacked [2, ...] kernel.
 CONFIG = tiny_config(**{'model.vocab_size': 96, 'train.batch_size': 8, 'sctd.fi': 2,
                         'train.learning_rate': 1e-5, 'train.grad_clip_norm': 1.0,
-                        'model.num_layers': 5, 'token_drop.last_layer': 3})
+                        'model.num_layers': 5, 'token_drop.last_layer': 3}, **DROPOUT)
 PROBES = {  # parameter -> path in the params tree
     'word_embeddings': ('bert', 'embeddings', 'word_embeddings', 'embedding'),
     'query': ('bert', 'encoder', 'layer', '1', 'attention', 'self', 'query', 'kernel'),

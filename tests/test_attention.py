@@ -67,7 +67,7 @@ def test_auto_is_xla_on_cpu_and_under_dropout():
 
 
 def test_cudnn_with_attention_dropout_is_a_config_error():
-  c = tiny_config(**{'model.attention': 'cudnn'})
+  c = tiny_config(**{'model.attention': 'cudnn', 'model.attention_dropout_rate': 0.1})
   with pytest.raises(config_lib.ConfigError, match='model.attention'):
     config_lib.validate(c)
   c.model.attention_dropout_rate = 0.0

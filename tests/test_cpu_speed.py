@@ -20,7 +20,7 @@ from sctd_jax import matmuls
 from sctd_jax import models
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
-from conftest import CLS, MASK, PAD, SEP, VOCAB, make_model, random_batch, tiny_config
+from conftest import CLS, DROPOUT, MASK, PAD, SEP, VOCAB, make_model, random_batch, tiny_config
 
 
 def _losses_after_one_step(config, runs):
@@ -119,7 +119,7 @@ def test_dropout_prng_is_deterministic_and_draws_other_masks():
   losses = {}
   for prng in config_lib.DROPOUT_PRNGS:
     c = tiny_config(**{'method': 'baseline', 'train.dropout_prng': prng,
-                       'model.num_layers': 3})
+                       'model.num_layers': 3}, **DROPOUT)
     first, second = _losses_after_one_step(c, runs=2)
     assert first == second
     losses[prng] = first

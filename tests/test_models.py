@@ -8,8 +8,6 @@ from sctd_jax import step as step_lib
 from sctd_jax import token_drop
 from conftest import CLS, MASK, PAD, SEP, make_model, random_batch, tiny_config
 
-NO_DROPOUT = {'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0}
-
 
 def _state(config):
   model = make_model(config)
@@ -26,8 +24,7 @@ def test_auto_dtype_is_float32_on_cpu():
 
 
 def test_bfloat16_trains_on_cpu_with_one_compile():
-  config = tiny_config(**{'model.dtype': 'bfloat16', 'train.learning_rate': 3e-3},
-                       **NO_DROPOUT)
+  config = tiny_config(**{'model.dtype': 'bfloat16', 'train.learning_rate': 3e-3})
   model, state = _state(config)
   train_step = step_lib.make_train_step(model, config)
   batch = random_batch(config, seed=7)
@@ -46,7 +43,7 @@ def test_shared_prefix_step_equals_the_unshared_step_without_dropout():
   results = []
   for share in (False, True):
     config = tiny_config(**{'sctd.share_prefix': share, 'sctd.fi': 2,
-                            'token_drop.first_layer': 2}, **NO_DROPOUT)
+                            'token_drop.first_layer': 2})
     model, state = _state(config)
     state, metrics = step_lib.make_train_step(model, config)(
         state, random_batch(config, seed=3, pad_from=[16, 12, 9, 16]))

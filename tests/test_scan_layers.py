@@ -18,8 +18,7 @@ from sctd_jax import token_drop
 from conftest import CLS, MASK, PAD, SEP, count_compiles, make_model, random_batch, tiny_config
 
 # 6 layers, cross layer 2, kept-only 3-4: runs 0-1 | 2 | 3-4 | 5.
-SIX = {'model.num_layers': 6, 'token_drop.first_layer': 2, 'token_drop.last_layer': 4,
-       'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0}
+SIX = {'model.num_layers': 6, 'token_drop.first_layer': 2, 'token_drop.last_layer': 4}
 
 
 def _pair(**overrides):

@@ -7,7 +7,7 @@ import pytest
 from sctd_jax import models
 from sctd_jax import step as step_lib
 from sctd_jax import token_drop
-from conftest import CLS, MASK, PAD, SEP, count_compiles, make_model, random_batch, tiny_config
+from conftest import CLS, DROPOUT, MASK, PAD, SEP, count_compiles, make_model, random_batch, tiny_config
 
 
 def _state(config, seed=0):
@@ -18,7 +18,7 @@ def _state(config, seed=0):
 
 def test_sctd_step_compiles_once_and_runs_kl_exactly_every_fi_steps():
   fi = 3
-  config = tiny_config(**{'sctd.fi': fi})
+  config = tiny_config(**{'sctd.fi': fi}, **DROPOUT)   # masks in both branches
   model, state = _state(config)
   train_step = step_lib.make_train_step(model, config)
   with count_compiles('train_step') as compiles:
@@ -86,8 +86,7 @@ def test_learning_rate_schedule_warmup_then_linear_decay():
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16'])
 def test_training_lowers_the_mlm_loss_on_a_fixed_batch(dtype):
   """In each compute dtype; the parameters (and Adam's moments) stay float32."""
-  config = tiny_config(**{'train.learning_rate': 3e-3, 'model.dropout_rate': 0.0,
-                          'model.attention_dropout_rate': 0.0, 'model.dtype': dtype})
+  config = tiny_config(**{'train.learning_rate': 3e-3, 'model.dtype': dtype})
   model, state = _state(config)
   train_step = step_lib.make_train_step(model, config)
   batch = random_batch(config, seed=7)
@@ -107,8 +106,7 @@ def test_grad_accumulation_equals_one_big_batch(method, objective):
   step (the branch is chosen per optimizer step, not per micro-batch); the
   released objective divides every micro-batch by the whole batch's tokens."""
   common = {'method': method, 'sctd.fi': 2, 'train.batch_size': 8,
-            'sctd.objective': objective,
-            'model.dropout_rate': 0.0, 'model.attention_dropout_rate': 0.0}
+            'sctd.objective': objective}
   results = []
   for accum in (1, 4):
     config = tiny_config(**common, **{'train.grad_accum_steps': accum})
