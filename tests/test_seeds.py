@@ -69,6 +69,9 @@ def test_paired_interval_is_students_t_over_the_seeds(root, tmp_path):
   # The baseline has no dropped path, so no drift measure.
   assert 'drift_dropped (mean from step 200)' not in summary['baseline']
   assert summary['sctd']['drift_dropped (mean from step 200)']['mean'] == pytest.approx(0.9)
+  # No run.sh time files here: the page says so instead of '0.00 h over 0 runs'.
+  md = (tmp_path / 'out' / 'seeds.md').read_text()
+  assert 'No run has a time.txt' in md and 'over 0 runs' not in md
 
 
 def test_equal_time_and_time_to_target_by_hand(root, tmp_path):

@@ -266,13 +266,14 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
   any_run = {v: next(iter(seeds.values())) for v, seeds in runs.items()}
   names = list(dict.fromkeys(m for v in summary.values() for m in v))
   timed = [s for seeds in cpu.values() for s in seeds.values() if s is not None]
+  cpu_total = (f'CPU time recorded by run.sh (user + system, pretraining, probing and '
+               f'fine-tuning): {sum(timed) / 3600:.2f} h over {len(timed)} runs.' if timed
+               else 'No run has a time.txt from run.sh, so CPU time is not reported.')
   md = ['# Variants across seeds', '',
         f'Runs: {", ".join(f"{v} ({len(s)} seeds)" for v, s in runs.items())}. '
         f'Time is counted in baseline steps from {source}; the equal-time loss '
         f'is read when {reference} ends, and the target loss is {target:.4f}, '
-        'the largest final loss of all runs. CPU time recorded by run.sh '
-        f'(user + system, pretraining, probing and fine-tuning): {sum(timed) / 3600:.2f} h '
-        f'over {len(timed)} runs.', '',
+        f'the largest final loss of all runs. {cpu_total}', '',
         *report.markdown_table(['variant', 'method', 'step cost', 'effective λ',
                                 'CPU minutes a run'],
                                [[v, r.config.method, f'{costs[v]:.3f}', _lambda(r.config),
