@@ -151,7 +151,8 @@ SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.
         'test_scan_layers.py::test_scanned_sctd_run_compiles_once_and_matches_the_unrolled_run',
         'test_cpu_speed.py::test_dropout_prng_is_deterministic_and_draws_other_masks',
         'test_data_workers.py::test_batches_are_the_same_with_any_number_of_workers',
-        # Covered in the default tier by a sibling that runs the same code:
+        # Moved to shorten the default tier; most have a sibling there that
+        # runs the same code (docs/testing.md names those that do not):
         'test_checkpointing.py::test_a_resumed_run_keeps_the_dropout_masks_it_began_with',
         'test_step.py::test_grad_accumulation_equals_one_big_batch[baseline-paper]',
         'test_step.py::test_grad_accumulation_equals_one_big_batch[sctd-released]',
