@@ -3,6 +3,7 @@ background runs fails (a bare `wait` would have carried on and exited 0)."""
 
 import glob
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -19,29 +20,49 @@ def test_script_parses(script):
   assert run.returncode == 0, run.stderr
 
 
-@pytest.mark.parametrize('pin', ['0', '1'])
-def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
-  # Stand-ins on PATH: every `python` command succeeds but token_drop's
-  # training, and each call is recorded; `taskset -c CORE CMD...` records
-  # CORE and runs CMD.
+def fake_tools(tmp_path):
+  """Stand-ins on PATH: `python` records each call in tmp_path/calls and
+  writes the files the real command would (empty), but token_drop's training
+  fails while tmp_path/fail exists; `taskset -c CORE CMD...` records CORE in
+  tmp_path/cores and runs CMD. Returns the environment that puts them first."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   fake = bin_dir / 'python'
-  fake.write_text('#!/usr/bin/env bash\n'
-                  f'echo "$*" >> {tmp_path}/calls\n'
-                  'case "$*" in *--config.method=token_drop*) exit 3;; esac\n')
+  fake.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {tmp_path}/calls
+case "$*" in *--config.method=token_drop*) if [ -f {tmp_path}/fail ]; then exit 3; fi;; esac
+for arg in "$@"; do
+  case ${{prev:-}} in --workdir|--out) out=$arg;; esac; prev=$arg
+done
+case "$*" in
+  *sctd_jax.train*) mkdir -p "$out"; echo {{}} > "$out/config.json"; echo {{}} > "$out/metrics.jsonl";;
+  *evals.probe*) mkdir -p "$out"; echo {{}} > "$out/probe.json";;
+  *evals.finetune*) mkdir -p "$out"; echo {{}} > "$out/eval_results.json";;
+esac
+""")
   fake.chmod(0o755)
   taskset = bin_dir / 'taskset'
   taskset.write_text('#!/usr/bin/env bash\n'
                      f'echo "$2" >> {tmp_path}/cores\n'
                      'shift 2; exec "$@"\n')
   taskset.chmod(0o755)
-  env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
-             SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2', PIN=pin,
+  return dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+              SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2',
+              RECORDS=str(tmp_path / 'records'))
+
+
+def run_experiment(tmp_path, env):
+  return subprocess.run(['bash', os.path.join(ROOT, 'docs', 'results', 'run.sh'),
+                         str(tmp_path / 'runs')], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize('pin', ['0', '1'])
+def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
+  (tmp_path / 'fail').touch()
+  env = dict(fake_tools(tmp_path), PIN=pin,
              TRAIN_ARGS='--config.train.num_steps=7 --config.train.eval_every=7')
-  run = subprocess.run(['bash', os.path.join(ROOT, 'docs', 'results', 'run.sh'),
-                        str(tmp_path / 'runs')], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=60)
+  run = run_experiment(tmp_path, env)
   assert run.returncode != 0
   for seed in (0, 1):
     assert (f'error: seed {seed} token_drop failed; see {tmp_path}/runs/seed{seed}/'
@@ -59,3 +80,33 @@ def test_experiment_script_fails_when_a_training_run_fails(tmp_path, pin):
   # Pinned, every command ran on one of the JOBS slots' cores.
   cores = (tmp_path / 'cores').read_text().split() if pin == '1' else []
   assert (set(cores) == {'0', '1'}) == (pin == '1'), cores
+
+
+def test_experiment_script_keeps_records_and_skips_recorded_runs(tmp_path):
+  env = fake_tools(tmp_path)
+  (tmp_path / 'fail').touch()
+  assert run_experiment(tmp_path, env).returncode != 0
+  records = tmp_path / 'records'
+  # Only finished runs have a record, and it holds what evals.seeds reads
+  # (time.txt from /usr/bin/time: one line per timed command).
+  assert sorted(p.relative_to(records).as_posix() for p in records.glob('*/*')) == [
+      'seed0/baseline', 'seed0/sctd', 'seed1/baseline', 'seed1/sctd']
+  files = sorted(p.relative_to(records / 'seed1' / 'sctd').as_posix()
+                 for p in (records / 'seed1' / 'sctd').rglob('*') if p.is_file())
+  assert files == ['config.json', 'finetune/paraphrase/eval_results.json',
+                   'finetune/subj_num/eval_results.json',
+                   'finetune/tense/eval_results.json', 'metrics.jsonl',
+                   'probe/probe.json', 'time.txt']
+  assert len((records / 'seed1' / 'sctd' / 'time.txt').read_text().splitlines()) == 5
+  # The runs' machine is lost; the rerun trains only what has no record and
+  # compares the records.
+  shutil.rmtree(tmp_path / 'runs')
+  (tmp_path / 'fail').unlink()
+  (tmp_path / 'calls').unlink()
+  run = run_experiment(tmp_path, env)
+  assert run.returncode == 0, run.stderr
+  calls = (tmp_path / 'calls').read_text().splitlines()
+  trained = {c.split('--workdir ')[1].split()[0] for c in calls if 'sctd_jax.train' in c}
+  assert trained == {f'{tmp_path}/runs/seed{s}/token_drop' for s in (0, 1)}
+  assert (records / 'seed0' / 'token_drop' / 'probe' / 'probe.json').is_file()
+  assert [c.split()[2] for c in calls if 'evals.seeds' in c] == [str(records)]

@@ -8,13 +8,18 @@
 # VARIANTS (default all of them, in the order below), TRAIN_ARGS (more
 # --config.KEY=VALUE overrides for every pretraining run, e.g.
 # --config.train.num_steps=1500), OUT (where seeds.md and its figures go,
-# default docs/results), PIN (1: run slot k is
+# default docs/results), RECORDS (where each finished run's record goes,
+# default OUT/runs), PIN (1: run slot k is
 # pinned to core k with taskset, so that concurrent runs' XLA thread pools do
 # not share cores; on 2 cores two pinned runs gave 16% more steps/s than one
 # run on both).
 # A run's folder is RUNS_DIR/seedS/VARIANT. Each step resumes or is skipped
 # when its output exists, so rerunning after an interruption continues where
 # it stopped. Each run's wall and CPU seconds go to its folder's time.txt.
+# A finished run's record (config, metrics, time, probe and fine-tuning
+# results: what `sctd_jax.evals.seeds` reads, no checkpoints) is copied to
+# RECORDS/seedS/VARIANT, and a run with a record is skipped: commit RECORDS
+# as runs finish, and the sweep survives the loss of RUNS_DIR's machine.
 set -euo pipefail
 RUNS=${1:-runs/experiment}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
@@ -22,6 +27,7 @@ JOBS=${JOBS:-2}
 PIN=${PIN:-0}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 OUT=${OUT:-docs/results}
+RECORDS=${RECORDS:-$OUT/runs}
 
 # name: the overrides that make it. The first three are the paper's methods;
 # the rest are SCTD's objective variants (docs/evaluation.md).
@@ -57,6 +63,20 @@ one_run() {
         --workdir "$dir/finetune/$task" --config.init="$dir" --config.task="$task" \
         --config.seed="$seed" --config.data.max_length=64 || return 1
   done
+  record "$dir" "$RECORDS/seed$seed/$variant"
+}
+
+# Copies a finished run's record; written beside and renamed, so a record
+# that exists is whole.
+record() {
+  local dir=$1 to=$2 file task
+  rm -rf "$to.partial"
+  for file in config.json metrics.jsonl time.txt probe/probe.json \
+      $(for task in $TASKS; do echo "finetune/$task/eval_results.json"; done); do
+    mkdir -p "$(dirname "$to.partial/$file")"
+    cp "$dir/$file" "$to.partial/$file" || return 1
+  done
+  mv "$to.partial" "$to"
 }
 
 # The seed fixes the corpus, its held-out split and (fits are deterministic)
@@ -95,6 +115,9 @@ free_slot() {
 mkdir -p "$RUNS"
 rm -f "$RUNS/failed.txt"
 while read -r seed variant; do
+  if [ -d "$RECORDS/seed$seed/$variant" ]; then
+    echo "seed $seed $variant: recorded in $RECORDS, skipped"; continue
+  fi
   while ! slot=$(free_slot); do wait -n || true; done
   mkdir -p "$RUNS/seed$seed"
   log=$RUNS/seed$seed/$variant.log
@@ -112,5 +135,5 @@ wait
   --config.model.vocab_size=1024 --hf=false --json docs/results/bench.json
 
 # shellcheck disable=SC2086
-python -m sctd_jax.evals.seeds "$RUNS" --variants ${VARIANTS// /,} \
+python -m sctd_jax.evals.seeds "$RECORDS" --variants ${VARIANTS// /,} \
   --bench docs/results/bench.json --out "$OUT"
