@@ -95,8 +95,9 @@ def test_experiment_script_keeps_records_and_skips_recorded_runs(tmp_path):
                  for p in (records / 'seed1' / 'sctd').rglob('*') if p.is_file())
   assert files == ['config.json', 'finetune/paraphrase/eval_results.json',
                    'finetune/subj_num/eval_results.json',
-                   'finetune/tense/eval_results.json', 'metrics.jsonl',
-                   'probe/probe.json', 'time.txt']
+                   'finetune/tense/eval_results.json', 'machine.txt',
+                   'metrics.jsonl', 'probe/probe.json', 'time.txt']
+  assert f'{os.cpu_count()} cores' in (records / 'seed1' / 'sctd' / 'machine.txt').read_text()
   assert len((records / 'seed1' / 'sctd' / 'time.txt').read_text().splitlines()) == 5
   # The runs' machine is lost; the rerun trains only what has no record and
   # compares the records.

@@ -17,7 +17,8 @@
 # when its output exists, so rerunning after an interruption continues where
 # it stopped. Each run's wall and CPU seconds go to its folder's time.txt.
 # A finished run's record (config, metrics, time, probe and fine-tuning
-# results: what `sctd_jax.evals.seeds` reads, no checkpoints) is copied to
+# results: what `sctd_jax.evals.seeds` reads, no checkpoints; and the
+# machine it ran on) is copied to
 # RECORDS/seedS/VARIANT, and a run with a record is skipped: commit RECORDS
 # as runs finish, and the sweep survives the loss of RUNS_DIR's machine.
 set -euo pipefail
@@ -76,6 +77,9 @@ record() {
     mkdir -p "$(dirname "$to.partial/$file")"
     cp "$dir/$file" "$to.partial/$file" || return 1
   done
+  # Runs of one sweep may come from several machines (CPU time differs).
+  echo "$(uname -m), $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)," \
+    "recorded $(date -u '+%F %H:%M UTC')" > "$to.partial/machine.txt"
   mv "$to.partial" "$to"
 }
 
