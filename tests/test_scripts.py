@@ -30,6 +30,7 @@ def fake_tools(tmp_path):
   fake = bin_dir / 'python'
   fake.write_text(f"""#!/usr/bin/env bash
 echo "$*" >> {tmp_path}/calls
+echo "$GLIBC_TUNABLES" >> {tmp_path}/tunables
 case "$*" in *--config.method=token_drop*) if [ -f {tmp_path}/fail ]; then exit 3; fi;; esac
 for arg in "$@"; do
   case ${{prev:-}} in --workdir|--out) out=$arg;; esac; prev=$arg
@@ -111,3 +112,5 @@ def test_experiment_script_keeps_records_and_skips_recorded_runs(tmp_path):
   assert trained == {f'{tmp_path}/runs/seed{s}/token_drop' for s in (0, 1)}
   assert (records / 'seed0' / 'token_drop' / 'probe' / 'probe.json').is_file()
   assert [c.split()[2] for c in calls if 'evals.seeds' in c] == [str(records)]
+  # Every command maps large buffers in huge pages.
+  assert set((tmp_path / 'tunables').read_text().split()) == {'glibc.malloc.hugetlb=1'}

@@ -29,6 +29,11 @@ PIN=${PIN:-0}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 OUT=${OUT:-docs/results}
 RECORDS=${RECORDS:-$OUT/runs}
+# XLA:CPU's step allocates its ~200 MB of temporaries afresh each step, and
+# glibc maps them in 4 KiB pages: a fifth of a step's CPU went to page
+# faults. Transparent huge pages for glibc's mapped chunks (glibc >= 2.35;
+# ignored before) cut that; docs/performance.md has the measurement.
+export GLIBC_TUNABLES=glibc.malloc.hugetlb=1${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}
 
 # name: the overrides that make it. The first three are the paper's methods;
 # the rest are SCTD's objective variants (docs/evaluation.md).
