@@ -141,3 +141,17 @@ def test_cpu_time_is_summed_from_run_sh_time_files(root, tmp_path):
   md = (tmp_path / 'out' / 'seeds.md').read_text()
   assert '0.08 h over 2 runs' in md        # 300 s
   assert '| 2.5 (n=2) |' in md              # sctd: (120 + 180) / 2 s a run
+
+
+def test_one_seed_so_far_gives_means_and_no_differences(tmp_path):
+  """Early in a sweep each variant has one seed: the page gives the values,
+  says why there are no intervals yet, and draws no differences figure."""
+  for method in ('token_drop', 'sctd'):
+    _workdir(tmp_path / 'runs' / 'seed0' / method, method, FINAL[method][0], 0)
+  seeds.compare(str(tmp_path / 'runs'), str(tmp_path / 'out'))
+  md = (tmp_path / 'out' / 'seeds.md').read_text()
+  assert '| final val MLM loss | 4.2000 (n=1) | 4.3000 (n=1) |' in md, md
+  assert 'None yet: a difference needs two seeds' in md
+  assert 'seeds_differences.png' not in md
+  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+      'seeds.json', 'seeds.md', 'seeds_val_mlm.png']

@@ -234,9 +234,10 @@ def plot_curves(runs: dict[str, dict[int, report.Run]], costs: dict[str, float],
   plots.lines(panels, path)
 
 
-def plot_differences(summary: dict, reference: str, path: str) -> None:
+def plot_differences(summary: dict, reference: str, path: str) -> bool:
   """The paired differences from the reference with their 95% intervals, a
-  panel per kind of measure (losses, drift, accuracies)."""
+  panel per kind of measure (losses, drift, accuracies). False, and no
+  figure, while no variant has two seeds paired with the reference's."""
   groups = (('Losses (nats; below 0: lower than ' + reference + ')',
              lambda m: 'loss' in m and not m.startswith('time') and 'fall' not in m),
             ('Drift (similarity; above 0: less drift)', lambda m: m.startswith('drift')),
@@ -252,7 +253,9 @@ def plot_differences(summary: dict, reference: str, path: str) -> None:
     if categories:
       panels.append(plots.Points(title, f'difference from {reference}, 95% CI',
                                  categories, variants, values, zero=0.0))
-  plots.points(panels, path)
+  if panels:
+    plots.points(panels, path)
+  return bool(panels)
 
 
 def _cpu_minutes(seconds: dict[int, float | None]) -> str:
@@ -265,6 +268,8 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
   os.makedirs(out, exist_ok=True)
   any_run = {v: next(iter(seeds.values())) for v, seeds in runs.items()}
   names = list(dict.fromkeys(m for v in summary.values() for m in v))
+  plot_curves(runs, costs, os.path.join(out, 'seeds_val_mlm.png'))
+  differences = plot_differences(summary, reference, os.path.join(out, 'seeds_differences.png'))
   timed = [s for seeds in cpu.values() for s in seeds.values() if s is not None]
   cpu_total = (f'CPU time recorded by run.sh (user + system, pretraining, probing and '
                f'fine-tuning): {sum(timed) / 3600:.2f} h over {len(timed)} runs.' if timed
@@ -282,15 +287,15 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
         *report.markdown_table(['measure', *runs], [[m, *(_cell(summary[v].get(m)) for v in runs)]
                                              for m in names]), '',
         f'## Paired difference from {reference}, mean [95% CI]', '',
-        'Bold: the interval excludes 0.', '',
+        'Bold: the interval excludes 0.' if differences else
+        f'None yet: a difference needs two seeds run with both the variant and {reference}.', '',
         *report.markdown_table(['measure', *(v for v in runs if v != reference)],
                        [[m, *(_difference(summary[v].get(m)) for v in runs if v != reference)]
                         for m in names]), '',
         '## Final validation loss per seed', '', *per_seed_table(table), '',
         '## Figures', '', '![Validation loss across seeds](seeds_val_mlm.png)', '',
-        f'![Paired differences from {reference}](seeds_differences.png)', '']
-  plot_curves(runs, costs, os.path.join(out, 'seeds_val_mlm.png'))
-  plot_differences(summary, reference, os.path.join(out, 'seeds_differences.png'))
+        *([f'![Paired differences from {reference}](seeds_differences.png)', '']
+          if differences else [])]
   with open(os.path.join(out, 'seeds.json'), 'w') as f:
     json.dump({'reference': reference, 'target_loss': target, 'time_source': source,
                'step_cost': costs, 'cpu_seconds': {v: {str(s): c for s, c in t.items()}
