@@ -5,6 +5,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -22,21 +23,27 @@ def test_script_parses(script):
 
 def fake_tools(tmp_path):
   """Stand-ins on PATH: `python` records each call in tmp_path/calls and
-  writes the files the real command would (empty), but token_drop's training
-  fails while tmp_path/fail exists; `taskset -c CORE CMD...` records CORE in
+  writes the files the real command would (a 3-step run's config and
+  metrics, other files empty), but token_drop's training fails while
+  tmp_path/fail exists and sctd's stops at step 2 (exit 0, as after
+  SIGTERM) while tmp_path/stop exists; `python -c` runs Python; `taskset -c CORE CMD...` records CORE in
   tmp_path/cores and runs CMD. Returns the environment that puts them first."""
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir()
   fake = bin_dir / 'python'
   fake.write_text(f"""#!/usr/bin/env bash
+case $1 in -c) exec {sys.executable} "$@";; esac
 echo "$*" >> {tmp_path}/calls
 echo "$GLIBC_TUNABLES" >> {tmp_path}/tunables
 case "$*" in *--config.method=token_drop*) if [ -f {tmp_path}/fail ]; then exit 3; fi;; esac
 for arg in "$@"; do
   case ${{prev:-}} in --workdir|--out) out=$arg;; esac; prev=$arg
 done
+step=3
+case "$*" in *--config.method=sctd*) if [ -f {tmp_path}/stop ]; then step=2; fi;; esac
 case "$*" in
-  *sctd_jax.train*) mkdir -p "$out"; echo {{}} > "$out/config.json"; echo {{}} > "$out/metrics.jsonl";;
+  *sctd_jax.train*) mkdir -p "$out"; echo '{{"train": {{"num_steps": 3}}}}' > "$out/config.json"
+    echo '{{"step": 2}}' > "$out/metrics.jsonl"; echo '{{"step": '$step'}}' >> "$out/metrics.jsonl";;
   *evals.probe*) mkdir -p "$out"; echo {{}} > "$out/probe.json";;
   *evals.finetune*) mkdir -p "$out"; echo {{}} > "$out/eval_results.json";;
 esac
@@ -47,7 +54,8 @@ esac
                      f'echo "$2" >> {tmp_path}/cores\n'
                      'shift 2; exec "$@"\n')
   taskset.chmod(0o755)
-  return dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  return dict(env, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
               SEEDS='0 1', VARIANTS='baseline token_drop sctd', JOBS='2',
               RECORDS=str(tmp_path / 'records'))
 
@@ -98,7 +106,7 @@ def test_experiment_script_keeps_records_and_skips_recorded_runs(tmp_path):
                    'finetune/subj_num/eval_results.json',
                    'finetune/tense/eval_results.json', 'machine.txt',
                    'metrics.jsonl', 'probe/probe.json', 'time.txt']
-  assert f'{os.cpu_count()} cores' in (records / 'seed1' / 'sctd' / 'machine.txt').read_text()
+  assert f'{len(os.sched_getaffinity(0))} cores' in (records / 'seed1' / 'sctd' / 'machine.txt').read_text()
   assert len((records / 'seed1' / 'sctd' / 'time.txt').read_text().splitlines()) == 5
   # The runs' machine is lost; the rerun trains only what has no record and
   # compares the records.
@@ -114,3 +122,19 @@ def test_experiment_script_keeps_records_and_skips_recorded_runs(tmp_path):
   assert [c.split()[2] for c in calls if 'evals.seeds' in c] == [str(records)]
   # Every command maps large buffers in huge pages.
   assert set((tmp_path / 'tunables').read_text().split()) == {'glibc.malloc.hugetlb=1'}
+
+
+def test_experiment_script_evaluates_and_records_only_finished_runs(tmp_path):
+  """Training stopped by SIGTERM exits 0 after saving; such a run is named
+  in the log and failed.txt, not probed, fine-tuned or recorded."""
+  env = dict(fake_tools(tmp_path), SEEDS='0')
+  (tmp_path / 'stop').touch()
+  run = run_experiment(tmp_path, env)
+  assert run.returncode != 0
+  assert 'error: seed 0 sctd failed' in run.stderr, run.stderr
+  log = (tmp_path / 'runs' / 'seed0' / 'sctd.log').read_text()
+  assert f'{tmp_path}/runs/seed0/sctd stopped at step 2 of 3; rerun to resume' in log
+  calls = (tmp_path / 'calls').read_text().splitlines()
+  assert not any('evals' in c and '/sctd' in c for c in calls)
+  assert sorted(p.name for p in (tmp_path / 'records' / 'seed0').iterdir()) == [
+      'baseline', 'token_drop']

@@ -21,6 +21,9 @@
 # machine it ran on) is copied to
 # RECORDS/seedS/VARIANT, and a run with a record is skipped: commit RECORDS
 # as runs finish, and the sweep survives the loss of RUNS_DIR's machine.
+# A record is found by seed and variant alone: a sweep with other
+# TRAIN_ARGS needs its own OUT (or RECORDS), or it would skip the runs
+# recorded with the defaults and add its own among them.
 set -euo pipefail
 RUNS=${1:-runs/experiment}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
@@ -60,6 +63,7 @@ one_run() {
   "${timed[@]}" python -m sctd_jax.train --config configs/experiment.py --workdir "$dir" \
     --config.seed="$seed" --config.data.tokenizer="$RUNS/seed$seed/tokenizer" \
     ${OVERRIDES[$variant]} $TRAIN_ARGS || return 1
+  finished "$dir" || return 1
   [ -f "$dir/probe/probe.json" ] || \
     "${timed[@]}" python -m sctd_jax.evals.probe --init "$dir" --out "$dir/probe" || return 1
   local task
@@ -72,20 +76,30 @@ one_run() {
   record "$dir" "$RECORDS/seed$seed/$variant"
 }
 
+# Training stopped by a signal saves and exits 0 (a preemption is not a
+# failure), so a run goes on to its evaluations only once its metrics reach
+# train.num_steps.
+finished() {
+  python -c 'import json, sys
+steps = max(json.loads(line)["step"] for line in open(sys.argv[1] + "/metrics.jsonl"))
+want = json.load(open(sys.argv[1] + "/config.json"))["train"]["num_steps"]
+sys.exit(steps != want and f"{sys.argv[1]} stopped at step {steps} of {want}; rerun to resume")' "$1"
+}
+
 # Copies a finished run's record; written beside and renamed, so a record
-# that exists is whole.
+# that exists is whole, and a failed copy leaves nothing.
 record() {
   local dir=$1 to=$2 file task
   rm -rf "$to.partial"
   for file in config.json metrics.jsonl time.txt probe/probe.json \
       $(for task in $TASKS; do echo "finetune/$task/eval_results.json"; done); do
-    mkdir -p "$(dirname "$to.partial/$file")"
-    cp "$dir/$file" "$to.partial/$file" || return 1
+    mkdir -p "$(dirname "$to.partial/$file")" && cp "$dir/$file" "$to.partial/$file" ||
+      { rm -rf "$to.partial"; return 1; }
   done
   # Runs of one sweep may come from several machines (CPU time differs).
   echo "$(uname -m), $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)," \
-    "recorded $(date -u '+%F %H:%M UTC')" > "$to.partial/machine.txt"
-  mv "$to.partial" "$to"
+    "recorded $(date -u '+%F %H:%M UTC')" > "$to.partial/machine.txt" &&
+    mv -T "$to.partial" "$to" || { rm -rf "$to.partial"; return 1; }
 }
 
 # The seed fixes the corpus, its held-out split and (fits are deterministic)
