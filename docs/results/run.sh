@@ -33,9 +33,9 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 OUT=${OUT:-docs/results}
 RECORDS=${RECORDS:-$OUT/runs}
 # XLA:CPU's step allocates its ~200 MB of temporaries afresh each step, and
-# glibc maps them in 4 KiB pages: a fifth of a step's CPU went to page
-# faults. Transparent huge pages for glibc's mapped chunks (glibc >= 2.35;
-# ignored before) cut that; docs/performance.md has the measurement.
+# glibc maps them in 4 KiB pages: in short runs a fifth of the CPU went to
+# page faults. Transparent huge pages for glibc's mapped chunks (glibc >=
+# 2.35; ignored before) cut that (docs/performance.md).
 export GLIBC_TUNABLES=glibc.malloc.hugetlb=1${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}
 
 # name: the overrides that make it. The first three are the paper's methods;
