@@ -130,7 +130,16 @@ def datasets_cache():
 def compilation_cache(tmp_path_factory):
   # Tests (and the CLI runs they start) that compile the same step share a
   # cache that starts empty, so the suite's time is that of a fresh machine.
-  path = str(tmp_path_factory.mktemp('xla'))
+  # xdist's workers share it too (their base folders have one parent, new per
+  # session): a program one worker compiled, the other loads. JAX writes an
+  # entry in place, so a load that races its write fails with a warning and
+  # compiles instead.
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    path = tmp_path_factory.getbasetemp().parent / 'xla'
+    path.mkdir(exist_ok=True)
+  else:
+    path = tmp_path_factory.mktemp('xla')
+  path = str(path)
   jax.config.update('jax_compilation_cache_dir', path)
   os.environ['SCTD_JAX_COMPILATION_CACHE'] = path
 
