@@ -6,6 +6,7 @@ an unknown key fails at flag parsing and a bad value fails in `validate` with
 the key's name.
 """
 
+import json
 import os
 import re
 
@@ -42,6 +43,21 @@ def saved(values: dict) -> ml_collections.ConfigDict:
       c[section][key] = value
   c.update(values)
   return c
+
+
+def differences(before: ml_collections.ConfigDict,
+                after: ml_collections.ConfigDict) -> list[str]:
+  """'key: before -> after' for each key whose value differs, as JSON
+  values (so a tuple equals the list config.json holds)."""
+  def leaves(values: dict, prefix: str = '') -> dict:
+    out = {}
+    for key, value in values.items():
+      out.update(leaves(value, f'{prefix}{key}.') if isinstance(value, dict)
+                 else {f'{prefix}{key}': value})
+    return out
+  a, b = (leaves(json.loads(c.to_json())) for c in (before, after))
+  return [f'{key}: {a.get(key)!r} -> {b.get(key)!r}'
+          for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -390,8 +406,11 @@ def clip_warmup(c: ml_collections.ConfigDict) -> str | None:
 
 
 def is_hub_id(path: str) -> bool:
-  """Whether `path` has the form of a Hub id ('name' or 'org/name')."""
-  return re.fullmatch(r'[\w.-]+(/[\w.-]+)?', path) is not None and not path.startswith('.')
+  """Whether `path` has the form of a Hub id ('name' or 'org/name') and is
+  not a local path: 'runs/tiyn', where a folder runs/ exists, is a misspelt
+  folder, not the Hub's 'runs' organisation."""
+  return (re.fullmatch(r'[\w.-]+(/[\w.-]+)?', path) is not None and not path.startswith('.')
+          and not ('/' in path and os.path.isdir(path.split('/')[0])))
 
 
 def is_pretrained(path: str) -> bool:

@@ -94,6 +94,18 @@ def keep_dropout_prng(config, workdir: str, resuming: bool) -> None:
     config.train.dropout_prng = name
 
 
+def warn_changed_config(before, config, workdir: str, step: int) -> None:
+  """A rerun resumes whatever config it is given (a longer run, another
+  topology), so a mistaken one, e.g. another method in the same workdir,
+  would silently go on from this run's checkpoint: say what changed."""
+  changed = config_lib.differences(before, config)
+  if changed:
+    logging.warning('Resuming %s at step %d with a config that differs from the one '
+                    'in its config.json (rewritten now): %s. To train another '
+                    'variant instead, give it a new --workdir.',
+                    workdir, step, '; '.join(changed))
+
+
 def setup(config, workdir: str, mesh):
   """Tokenizer, model, and the train state laid out on `mesh`: fresh, or
   restored from the newest readable checkpoint. Returns (tokenizer, model,
@@ -131,8 +143,11 @@ def setup(config, workdir: str, mesh):
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
-    (paths.resolve(workdir) / 'config.json').write_text(
-        config.to_json(indent=2, sort_keys=True))
+    saved = paths.resolve(workdir) / 'config.json'
+    if restored is not None and saved.exists():
+      warn_changed_config(config_lib.saved(json.loads(saved.read_text())), config,
+                          workdir, int(state.step))
+    saved.write_text(config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, state_sharding, data_state, checkpointer
 
 
@@ -161,7 +176,7 @@ def _train_and_evaluate(config, workdir: str, guard: faults.Guard) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   tokenizer, model, state, state_sharding, data_state, checkpointer = setup(
       config, workdir, mesh)
-  sharding.log_platform(config)
+  sharding.log_platform(config, step_lib.compute_dtype(config.model.dtype))
   position = data_state['position']
   guard.state_size = faults.state_bytes(state)
   if jax.process_index() == 0:

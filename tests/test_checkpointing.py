@@ -83,6 +83,7 @@ def test_sigterm_saves_and_rerun_resumes_exactly(reference, tmp_path):
   run = _run(tmp_path)   # the same command
   assert run.returncode == 0, run.stderr[-3000:]
   assert f'resuming at step {stopped}' in run.stderr
+  assert 'differs from the one' not in run.stderr
   rows, ref = _rows(tmp_path), _rows(reference)
   assert sorted(rows) == list(range(1, STEPS + 1))
   _same_training(rows, ref, range(1, STEPS + 1))
@@ -107,9 +108,12 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path):
   rows = [json.loads(line) for line in open(metrics)]
   metrics.write_text(''.join(json.dumps(dict(r, loss=-1.0) if r['step'] > STEPS - EVERY else r) + '\n'
                              for r in rows))
-  run = _run(workdir)
+  # A key that does not change training: the resumed run says it changed.
+  run = _run(workdir, '--config.train.eval_every=999')
   assert run.returncode == 0, run.stderr[-3000:]
   assert 'unreadable' in run.stderr and f'resuming at step {STEPS - EVERY}' in run.stderr
+  assert ('config that differs from the one in its config.json (rewritten now): '
+          'train.eval_every: 1000 -> 999. To train another variant') in run.stderr
   rows = [json.loads(line) for line in open(metrics)]
   assert [r['step'] for r in rows] == list(range(1, STEPS + 1))
   assert all(r['loss'] > 0 for r in rows)

@@ -140,6 +140,8 @@ def test_hub_id_without_the_hub_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert config_lib.is_pretrained('google-bert/bert-base-uncased')
   assert not config_lib.is_pretrained('./no/such/folder')
+  (tmp_path / 'runs').mkdir()  # A misspelt local folder is not a Hub id.
+  assert not config_lib.is_pretrained('runs/tiyn')
   with pytest.raises(hf_format.FormatError,
                      match=r"'google-bert/bert-base-uncased' is not a local folder.*"
                            r"huggingface-cli download"):
