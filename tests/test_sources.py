@@ -204,20 +204,28 @@ def test_tokens_are_cached_per_corpus_and_tokenizer(corpus, tok, tmp_path):
 
 
 def test_tokenizer_cli_and_config_fit_the_same_vocabulary(corpus, tmp_path):
+  """By default, the CLI fits what a run with the base config's data keys
+  fits (the same documents: the last 1% held out)."""
   root, text = corpus
+  # The last document, a word no other has, is the validation split.
+  held = tmp_path / 'held.jsonl'
+  held.write_text(''.join(json.dumps({'text': t}) + '\n'
+                          for t in [*text[:60], 'zyzzyva ' * 50]))
   out = tmp_path / 'vocab'
   run = subprocess.run(
-      [sys.executable, '-m', 'sctd_jax.data.tokenizer', '--source', f'files:{root}/*.jsonl',
+      [sys.executable, '-m', 'sctd_jax.data.tokenizer', '--source', f'files:{held}',
        '--out', str(out), '--vocab_size', '250'],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
   cli = transformers.AutoTokenizer.from_pretrained(out)
+  base = config_lib.base_config().data
   fitted = tokenizer_lib.load_or_fit_tokenizer(config_for(
-      f'files:{root}/*.jsonl', tmp_path, **{'data.vocab_size': 250, 'data.tokenizer_docs': -1,
-                                            'data.validation_fraction': 0.001}),
-      str(tmp_path / 'run1'))
+      f'files:{held}', tmp_path, **{
+          'data.vocab_size': 250, 'data.tokenizer_docs': base.tokenizer_docs,
+          'data.validation_fraction': base.validation_fraction}), str(tmp_path / 'run1'))
   # The same vocabulary, ties included (the fit does not depend on the process).
   assert len(cli) == 250 and cli.get_vocab() == fitted.get_vocab()
+  assert 'zyzzyva' not in cli.get_vocab()
   ids = cli(text[31], add_special_tokens=False)['input_ids']
   assert cli.unk_token_id not in ids
   # data.tokenizer=DIR loads it into the run's workdir.

@@ -134,14 +134,17 @@ def special_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def define_flags() -> None:
+  # The defaults are a run's, so the CLI fits the vocabulary a run would.
+  data = config_lib.base_config().data
   flags.DEFINE_string('source', None, 'Corpus, as data.source.')
   flags.DEFINE_string('out', None, 'Folder to save the tokenizer in.')
-  flags.DEFINE_integer('vocab_size', 30522, 'As data.vocab_size.')
-  flags.DEFINE_integer('tokenizer_docs', -1, 'Documents to fit on; -1: all.')
-  flags.DEFINE_string('text_column', 'text', 'As data.text_column.')
-  flags.DEFINE_float('validation_fraction', 0.0,
+  flags.DEFINE_integer('vocab_size', data.vocab_size, 'As data.vocab_size.')
+  flags.DEFINE_integer('tokenizer_docs', data.tokenizer_docs,
+                       'As data.tokenizer_docs: documents to fit on; -1: all.')
+  flags.DEFINE_string('text_column', data.text_column, 'As data.text_column.')
+  flags.DEFINE_float('validation_fraction', data.validation_fraction,
                      'As data.validation_fraction: the last documents, not fitted on.')
-  flags.DEFINE_bool('streaming', False, 'As data.streaming.')
+  flags.DEFINE_bool('streaming', data.streaming, 'As data.streaming.')
   flags.DEFINE_integer('seed', 0, 'Seed of the synthetic corpus.')
 
 
