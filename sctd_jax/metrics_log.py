@@ -199,7 +199,8 @@ def next_commands(workdir: str) -> list[tuple[str, str]]:
   return [
       ('export to Hugging Face', f'python -m sctd_jax.export --workdir {q(workdir)} '
        f'--out {q(hf)}'),
-      ('fill-mask in transformers', f'python -c "{fill}"'),
+      ('fill-mask in transformers (needs PyTorch: pip install torch)',
+       f'python -c "{fill}"'),
       ('fine-tune', 'python -m sctd_jax.evals.finetune --config configs/finetune.py '
        f'--workdir {q(os.path.join(workdir, "finetune", "tense"))} '
        f'--config.init={q(workdir)} --config.task=tense'),

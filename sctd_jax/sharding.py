@@ -81,14 +81,15 @@ def state_shardings(model, mesh, abstract_state):
                                 importance=replicated, rng=replicated)
 
 
-def log_platform(config) -> None:
-  """Logs where the run computes, and warns when a BERT-base-sized model (or
-  larger) is about to train on CPUs: `pip install -e .` brings the CPU
-  jaxlib only, and a GPU box without `.[cuda]` silently trains on its CPU."""
+def log_platform(config, dtype) -> None:
+  """Logs where the run computes and in which dtype (`model.dtype` resolved),
+  and warns when a BERT-base-sized model (or larger) is about to train on
+  CPUs: `pip install -e .` brings the CPU jaxlib only, and a GPU box without
+  `.[cuda]` silently trains on its CPU."""
   platform = jax.default_backend()
   logging.info('Platform %s: %d devices (%d on this process, %d processes); '
                'compute dtype %s.', platform, jax.device_count(),
-               jax.local_device_count(), jax.process_count(), config.model.dtype)
+               jax.local_device_count(), jax.process_count(), np.dtype(dtype).name)
   if platform == 'cpu' and config.model.hidden_size >= 768:
     logging.warning(
         'Training a model with hidden size %d on the CPU: it will take weeks. '

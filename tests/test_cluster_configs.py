@@ -8,6 +8,7 @@ import pytest
 
 from sctd_jax import config as config_lib
 from sctd_jax import sharding
+from sctd_jax import step as step_lib
 
 from test_train import ROOT
 
@@ -21,13 +22,14 @@ def test_paper_configs_require_a_corpus(name):
   config_lib.validate(config)
 
 
-@pytest.mark.parametrize('hidden, warns', [(768, True), (32, False)])
-def test_platform_is_logged_and_cpu_warned(caplog, hidden, warns):
+@pytest.mark.parametrize('hidden, dtype, warns', [(768, 'bfloat16', True), (32, 'auto', False)])
+def test_platform_is_logged_and_cpu_warned(caplog, hidden, dtype, warns):
   config = config_lib.base_config()
   config.model.hidden_size = hidden
-  config.model.dtype = 'bfloat16'
+  config.model.dtype = dtype
   with caplog.at_level(logging.INFO):
-    sharding.log_platform(config)
+    sharding.log_platform(config, step_lib.compute_dtype(config.model.dtype))
   assert 'Platform cpu: 1 devices' in caplog.text
-  assert 'compute dtype bfloat16' in caplog.text
+  # What the run computes in: 'auto' is float32 on the CPU.
+  assert f"compute dtype {'float32' if dtype == 'auto' else dtype}." in caplog.text
   assert ('on the CPU' in caplog.text) == warns
