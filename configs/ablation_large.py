@@ -3,7 +3,11 @@ trained for 5 epochs, 35K steps, otherwise the pretraining recipe. The paper
 does not give this run's warmup; we keep the full recipe's 10% (25K of 250K).
 
   python -m sctd_jax.train --config configs/ablation_large.py --workdir DIR \
+      --config.data.source=CORPUS \
       --config.sctd.use_kl_local=false   # Table 4; or sctd.fi (Table 5), sctd.lam (Figure 7)
+
+CORPUS as in configs/bert_base.py (hf:ID or files:GLOB), or the paper's two
+corpora with --config.data.sources as in configs/wikibooks.py.
 """
 
 from sctd_jax import config as config_lib
