@@ -13,6 +13,7 @@ a message that says what is wrong and what to do; `run` prints it as one
 Anything else is a bug and keeps its traceback.
 """
 
+import json
 import logging as pylogging
 import os
 import re
@@ -46,13 +47,50 @@ class _LibraryInfoFilter(pylogging.Filter):
         f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
 
 
-def output_dir(path: str, flag: str) -> str:
+# What a folder's config.json says it holds (folder_kind).
+PRETRAINING, FINETUNING, HF_MODEL = (
+    'pretraining run', 'fine-tuning run', 'Hugging Face model')
+_WRITTEN_BY = {PRETRAINING: 'python -m sctd_jax.train',
+               FINETUNING: 'python -m sctd_jax.evals.finetune',
+               HF_MODEL: 'python -m sctd_jax.export or transformers'}
+
+
+def config_kind(values) -> str | None:
+  """PRETRAINING, FINETUNING or HF_MODEL by the keys of the config.json each
+  writes; None for anything else."""
+  if not isinstance(values, dict):
+    return None
+  if 'model_type' in values:
+    return HF_MODEL
+  if 'task' in values and 'init' in values:
+    return FINETUNING
+  if 'method' in values and 'train' in values:
+    return PRETRAINING
+  return None
+
+
+def folder_kind(path) -> str | None:
+  """config_kind of the local folder `path`; None without a readable config.json."""
+  try:
+    with open(os.path.join(path, 'config.json')) as f:
+      return config_kind(json.load(f))
+  except (OSError, ValueError):
+    return None
+
+
+def output_dir(path: str, flag: str, kind: str | None = None) -> str:
   """Makes `path`, a command's output folder, if needed and checks that it
-  can be written: a file there or a folder it cannot write is a UserError
-  naming `flag`, before any work is done."""
+  can be written: a file there, a folder it cannot write, or (given the
+  `kind` the command writes) a folder holding another kind, whose
+  config.json it would overwrite, is a UserError naming `flag`, before any
+  work is done."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'{flag}={path} is a file, not a folder; give a new or '
                     'existing folder.')
+  held = folder_kind(path) if kind else None
+  if held not in (None, kind):
+    raise UserError(f'{flag}={path} holds a {held} (written by {_WRITTEN_BY[held]}), '
+                    f'which this {kind} would overwrite; give a new folder.')
   try:
     os.makedirs(path, exist_ok=True)
     tempfile.TemporaryFile(dir=path).close()
@@ -82,10 +120,26 @@ def _unknown_key(error: Exception, argv: Sequence[str]) -> str | None:
   return None
 
 
+def _config_file(argv: Sequence[str]) -> str | None:
+  """The --config file named in `argv`, if any."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _bad_config_file(path: str, why: str) -> str:
+  return (f'error: --config={path} {why}; give a Python file whose get_config() '
+          "returns the config, e.g. configs/tiny.py (a run's config.json is not one).")
+
+
 def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:
   """absl's own parsing, with a bad flag, config file or config override (a
   misspelled key, a value of the wrong type) reported as one line."""
   help_hint = '(run with --help to see the flags)'
+  config_file = _config_file(argv)
   try:
     argv = flags.FLAGS(argv)
   except flags.Error as e:
@@ -93,6 +147,8 @@ def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:
     message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     sys.exit(f'error: {message} {help_hint}')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if config_file and "no attribute 'get_config'" in str(e):
+      sys.exit(_bad_config_file(config_file, 'has no get_config()'))
     unknown = _unknown_key(e, argv)
     if unknown:
       sys.exit(f'error: unknown config key {unknown} The --config file\'s '
@@ -101,6 +157,13 @@ def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:
     detail = str(e.args[0] if e.args else e).replace('\\n', ' ').replace("\\'", '')
     sys.exit(f'error: bad flag or config override: {" ".join(detail.split())} '
              f'{help_hint}')
+  except Exception as e:  # pylint: disable=broad-except
+    # Running the config file raised (a syntax error, a JSON file's `false`).
+    if not config_file:
+      raise
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    sys.exit(_bad_config_file(config_file, f'could not be loaded ({type(e).__name__}: '
+                                           f'{first})'))
   for name in flags.FLAGS:
     # config_flags keeps a config file's load error until the config is read.
     error = getattr(flags.FLAGS[name].value, '_error', None)

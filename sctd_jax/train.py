@@ -118,7 +118,7 @@ def setup(config, workdir: str, mesh):
   if paths.is_remote(workdir):
     paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
   else:
-    cli.output_dir(workdir, '--workdir')
+    cli.output_dir(workdir, '--workdir', cli.PRETRAINING)
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():

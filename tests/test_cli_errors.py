@@ -1,11 +1,14 @@
 """A user mistake ends a command with exactly one `error: ...` line naming
 what is wrong, exit status 1 and no traceback."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+from sctd_jax import cli
+from sctd_jax.evals import finetune
 from test_config import THREE_LAYERS
 from test_train import ROOT
 
@@ -31,3 +34,54 @@ def test_bad_train_config_is_one_error_line(tmp_path, overrides, message):
   assert 'Traceback' not in run.stderr, run.stderr[-2000:]
   assert run.stderr.strip().splitlines()[-1] == message
   assert not workdir.exists() or not any(workdir.iterdir())   # nothing written
+
+
+@pytest.mark.parametrize('name, text, why', [
+    ('config.json', '{"method": "sctd", "strict": false}\n',
+     "could not be loaded (NameError: name 'false' is not defined)"),
+    ('notes.py', 'x = 1\n', 'has no get_config()'),
+])
+def test_a_config_file_that_is_not_one_is_one_error_line(tmp_path, name, text, why):
+  path = tmp_path / name
+  path.write_text(text)
+  run = subprocess.run([*TRAIN[:3], '--config', str(path), '--workdir', str(tmp_path / 'run')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f'error: --config={path} {why}; give a Python file whose get_config() returns '
+      "the config, e.g. configs/tiny.py (a run's config.json is not one).")
+  assert not (tmp_path / 'run').exists()
+
+
+KINDS = {cli.PRETRAINING: {'method': 'sctd', 'train': {}, 'model': {}},
+         cli.FINETUNING: {'task': 'tense', 'init': 'runs/tiny', 'train': {}},
+         cli.HF_MODEL: {'model_type': 'bert', 'vocab_size': 30522}}
+
+
+def test_an_output_folder_of_another_kind_is_refused(tmp_path):
+  """Each command writes its own config.json: into a folder another command
+  wrote, it would overwrite that one's."""
+  for held, values in KINDS.items():
+    folder = tmp_path / held.replace(' ', '_')
+    folder.mkdir()
+    (folder / 'config.json').write_text(json.dumps(values))
+    assert cli.folder_kind(folder) == held
+    for kind in KINDS:
+      if kind == held:
+        assert cli.output_dir(str(folder), '--out', kind) == str(folder)
+      else:
+        with pytest.raises(cli.UserError, match=f'--out={folder} holds a {held} '
+                                                f'.*which this {kind} would overwrite'):
+          cli.output_dir(str(folder), '--out', kind)
+    assert json.loads((folder / 'config.json').read_text()) == values
+  assert cli.folder_kind(tmp_path) is None   # no config.json: a new folder
+
+
+def test_fine_tuning_into_the_pretraining_run_is_refused(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  (run / 'config.json').write_text(json.dumps(KINDS[cli.PRETRAINING]))
+  config = finetune.base_config()
+  config.update(init=str(run), task='tense')
+  with pytest.raises(cli.UserError, match='holds a pretraining run'):
+    finetune.finetune(config, str(run))

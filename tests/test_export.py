@@ -180,7 +180,7 @@ def test_step_flag_exports_that_checkpoint(run, out, tmp_path):
   assert not np.array_equal(newest['cls.predictions.bias'], written['cls.predictions.bias'])
 
 
-def test_export_errors_name_the_problem(run, tmp_path):
+def test_export_errors_name_the_problem(run, out, tmp_path):
   bad_step = _export(run, tmp_path / 'a', '--step', 7)
   assert bad_step.returncode != 0
   assert 'step 7' in bad_step.stderr and 'available steps: 5, 10' in bad_step.stderr
@@ -192,8 +192,22 @@ def test_export_errors_name_the_problem(run, tmp_path):
   no_checkpoint = _export(untrained, tmp_path / 'c')
   assert no_checkpoint.returncode != 0 and 'No checkpoint in' in no_checkpoint.stderr
   assert not (untrained / 'checkpoints').exists()
-  for name in 'abc':
+  already = _export(out, tmp_path / 'd')
+  assert already.returncode != 0
+  assert f'{out} holds a Hugging Face model, not a training workdir' in already.stderr
+  for name in 'abcd':
     assert not (tmp_path / name).exists()
+  # Into a folder of another kind: refused before its config.json is overwritten.
+  before = (run / 'config.json').read_text(), (out / 'config.json').read_text()
+  onto_run = _export(run, run)
+  assert onto_run.returncode != 0 and 'Traceback' not in onto_run.stderr
+  assert f'--out={run} holds a pretraining run (written by python -m sctd_jax.train)' in (
+      onto_run.stderr)
+  onto_export = _train(out)
+  assert onto_export.returncode != 0 and 'Traceback' not in onto_export.stderr
+  assert f'--workdir={out} holds a Hugging Face model' in onto_export.stderr
+  assert ((run / 'config.json').read_text(), (out / 'config.json').read_text()) == before
+  assert not (out / 'checkpoints').exists() and not (out / 'tokenizer').exists()
 
 
 def test_import_takes_tied_copies_legacy_names_and_a_pooler(run, out):

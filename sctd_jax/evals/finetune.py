@@ -356,6 +356,7 @@ def finetune(config, workdir: str) -> dict:
   writes eval_results.json, predictions.jsonl and config.json into `workdir`
   and returns the eval_results dict."""
   validate(config)
+  cli.output_dir(workdir, '--workdir', cli.FINETUNING)
   task = tasks.get(config.task)
   mlm, pretrained_params, tokenizer = hf_load.load_pretrained(config.init)
   if config.data.max_length > mlm.cfg.max_position_embeddings:
@@ -365,7 +366,6 @@ def finetune(config, workdir: str) -> dict:
   train_arrays, splits = load_arrays(config, task, tokenizer)
   num_examples = len(train_arrays[tasks.LABEL])
   t = resolve_train(config, task, num_examples)
-  os.makedirs(workdir, exist_ok=True)
   metrics_log.write_json(os.path.join(workdir, 'config.json'),
                        {**config.to_dict(), 'train': t.to_dict()})
   logging.info('%s: %d training examples, %d steps of %d at lr %g, from %s.',

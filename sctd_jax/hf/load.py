@@ -88,9 +88,13 @@ def load_pretrained(path: str):
 
 def load_workdir(workdir: str, step: int | None = None) -> Pretrained:
   """The params of checkpoint `step` (default: the newest) of a training run."""
-  config = config_lib.saved(_read_json(
-      os.path.join(workdir, 'config.json'), 'so it is not a training workdir; '
-      'python -m sctd_jax.train writes one into its --workdir'))
+  config = _read_json(os.path.join(workdir, 'config.json'), 'so it is not a training '
+                      'workdir; python -m sctd_jax.train writes one into its --workdir')
+  if (kind := cli.config_kind(config)) != cli.PRETRAINING:
+    held = f'holds a {kind}' if kind else "has a config.json that is not a training run's"
+    raise FormatError(f'{workdir} {held}, not a training workdir; give the --workdir '
+                      'of a python -m sctd_jax.train run.')
+  config = config_lib.saved(config)
   directory = os.path.join(workdir, 'checkpoints')
   train_first = ('; the run saves one every train.checkpoint_every steps and '
                  'at its end: run (or resume) python -m sctd_jax.train with '

@@ -48,6 +48,6 @@ def export(workdir: str, out: str, step: int | None = None) -> int:
   """Exports checkpoint `step` (default: the newest) of `workdir` to `out`;
   returns the step exported."""
   run = hf_load.load_workdir(workdir, step)
-  cli.output_dir(out, '--out')
+  cli.output_dir(out, '--out', cli.HF_MODEL)
   write_hf_folder(out, run.model.cfg, run.params, run.tokenizer)
   return run.step
