@@ -261,6 +261,23 @@ def test_bad_files_fail_naming_the_file(tok, tmp_path, name, content, message):
   assert name in str(error.value)
 
 
+def test_a_missing_validation_source_is_named_by_its_key(tok, tmp_path):
+  good = write(tmp_path, 'good.txt', '\n\n'.join(docs(30)))
+  config = config_for(f'files:{good}', tmp_path, **{
+      'data.validation_source': f'files:{tmp_path}/nothing/*.txt'})
+  with pytest.raises(sources.DataError, match="config key data.validation_source='files:"):
+    pipeline.batches(config, tok, split='validation')
+
+
+def test_a_corpus_without_text_fits_no_tokenizer(tmp_path):
+  """Not a tokenizer of special tokens only, which a rerun would reuse."""
+  path = write(tmp_path, 'blank.txt', '\n\n  \n')
+  with pytest.raises(config_lib.ConfigError, match='data.source=.*no text to fit a vocabulary'):
+    tokenizer_lib.load_or_fit_tokenizer(config_for(f'files:{path}', tmp_path),
+                                        str(tmp_path / 'run'))
+  assert not (tmp_path / 'run' / 'tokenizer').exists()
+
+
 def test_parquet_and_hf_without_the_text_column_are_named(tok, tmp_path):
   path = tmp_path / 'x.parquet'
   pq.write_table(pa.table({'body': ['a cow.']}), path)

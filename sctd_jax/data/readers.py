@@ -41,20 +41,21 @@ class Corpus(NamedTuple):
   name: str = ''        # Dataset name or folder (hf), glob (files).
   config: str = ''      # Dataset config (hf).
   split: str = 'train'  # Dataset split (hf).
+  key: str = 'data.source'  # The config key that named it, for errors.
 
 
 def parse_source(spec: str, key: str = 'data.source') -> Corpus:
   """'synthetic' | 'hf:NAME[:CONFIG][@SPLIT]' | 'files:GLOB' -> Corpus."""
   kind, _, rest = spec.partition(':')
   if spec == 'synthetic':
-    return Corpus('synthetic')
+    return Corpus('synthetic', key=key)
   if kind == 'files' and rest:
-    return Corpus('files', rest)
+    return Corpus('files', rest, key=key)
   if kind == 'hf':
     name_config, _, split = rest.partition('@')
     name, _, config = name_config.partition(':')
     if name:
-      return Corpus('hf', name, config, split or 'train')
+      return Corpus('hf', name, config, split or 'train', key)
   raise DataError(f"config key {key}={spec!r} is invalid: use 'synthetic', "
                   "'hf:NAME[:CONFIG][@SPLIT]' or 'files:GLOB'.")
 
@@ -143,16 +144,16 @@ def read_files(paths: list[str], column: str) -> Iterator[dict]:
                       'by U+FFFD.', path, bad)
 
 
-def match_files(pattern: str) -> list[str]:
-  """The files `pattern` matches, sorted; an error names what is missing or
-  not supported."""
+def match_files(pattern: str, key: str = 'data.source') -> list[str]:
+  """The files `pattern` (of config key `key`) matches, sorted; an error
+  names what is missing or not supported."""
   paths = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
   if not paths:
-    raise DataError(f"config key data.source='files:{pattern}': no file matches "
+    raise DataError(f"config key {key}='files:{pattern}': no file matches "
                     f'{pattern!r} (from {os.getcwd()}).')
   for path in paths:
     if os.path.splitext(path)[1] not in FILE_TYPES:
-      raise DataError(f"config key data.source='files:{pattern}' matches {path}, "
+      raise DataError(f"config key {key}='files:{pattern}' matches {path}, "
                       f'which is not one of {FILE_TYPES}.')
   return paths
 
@@ -175,7 +176,7 @@ def load_documents(corpus: Corpus, data):
   """(documents, text column) of `corpus`: a `datasets.Dataset` (or, with
   `data.streaming`, an `IterableDataset`)."""
   if corpus.kind == 'files':
-    paths = match_files(corpus.name)
+    paths = match_files(corpus.name, corpus.key)
     kwargs = dict(generator=read_files, features=_TEXT_FEATURES,
                   gen_kwargs=dict(paths=paths, column=data.text_column))
     if data.streaming:

@@ -89,6 +89,11 @@ def fit_on_corpus(data, seed: int) -> transformers.PreTrainedTokenizerBase:
   if data.tokenizer_docs != -1:
     texts = itertools.islice(texts, data.tokenizer_docs)
   tokenizer = fit_tokenizer(texts, data.vocab_size)
+  if len(tokenizer) <= len(tokenizer.all_special_tokens):  # Before anything is saved.
+    key = 'data.sources' if data.sources else 'data.source'
+    raise config_lib.ConfigError(
+        f'config key {key}={data.sources or data.source!r}: its training documents '
+        'have no text to fit a vocabulary on; check the corpus and data.text_column.')
   logging.info('Fitted a WordPiece vocabulary of %d tokens on %s.', len(tokenizer),
                data.sources or data.source)
   return tokenizer
@@ -151,6 +156,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   args = flags.FLAGS
+  cli.output_dir(args.out, '--out')
   data = config_lib.base_config().data
   data.update(source=args.source, vocab_size=args.vocab_size,
               tokenizer_docs=args.tokenizer_docs, text_column=args.text_column,
