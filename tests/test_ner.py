@@ -91,3 +91,17 @@ def test_few_shot_run_scores_entity_f1(bert_folder, tmp_path):
   assert written['num_seeds'] == 2 and len(written['per_seed']['f1']) == 2
   assert 0.0 <= results['f1'] <= 1.0
   assert results['f1'] == pytest.approx(np.mean(written['per_seed']['f1']))
+
+
+def test_files_without_entities_or_sentences_are_refused_before_loading(tmp_path):
+  import types
+  from sctd_jax.hf import format as hf_format
+  plain = tmp_path / 'plain.txt'
+  plain.write_text('the O\ncity O\n\nbig O\n')
+  args = types.SimpleNamespace(init='/not/loaded', train_file=str(plain), dev_file=str(plain))
+  with pytest.raises(hf_format.FormatError, match='plain.txt has no entity'):
+    ner.run(args, str(tmp_path / 'out'))
+  (tmp_path / 'empty.txt').write_text('-DOCSTART- O\n\n')
+  args.train_file, args.dev_file = str(_conll(tmp_path / 'train.txt', 10, 0)), str(tmp_path / 'empty.txt')
+  with pytest.raises(hf_format.FormatError, match='empty.txt has no sentences'):
+    ner.run(args, str(tmp_path / 'out'))

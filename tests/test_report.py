@@ -158,6 +158,13 @@ def test_malformed_result_files_are_refused_naming_them(hand_runs, relative, con
     report.load_runs(hand_runs[:1])
 
 
+def test_a_cut_short_suite_summary_is_refused_naming_it(hand_runs, tmp_path):
+  _write(pathlib.Path(hand_runs[0]) / 'finetune' / 'summary.json', '{"scores": {"mrpc"')
+  runs = report.load_runs(hand_runs)
+  with pytest.raises(report.cli.UserError, match='finetune/summary.json is unreadable'):
+    report.write_report(runs, str(tmp_path / 'out'), report.find_baseline(runs, None))
+
+
 def test_probe_figure_shades_the_layers_token_dropping_drops(hand_runs):
   # BERT-base shape: the cross-attention layer 5 to the last kept-only 10,
   # 0-indexed (docs/design.md section 1), are layers 6-11 counted from 1.

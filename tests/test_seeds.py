@@ -48,6 +48,7 @@ def root(tmp_path):
     for seed, final in enumerate(finals):
       _workdir(tmp_path / f'seed{seed}' / method, method, final, seed)
   (tmp_path / 'seed0' / 'tokenizer').mkdir()  # Not a workdir: ignored.
+  (tmp_path / 'seed9').write_text('')  # Not a folder: ignored.
   return tmp_path
 
 
@@ -117,11 +118,13 @@ def test_bench_step_times_replace_the_cost_model(root, tmp_path):
     (['{root}/nowhere'], 'is not a folder'),
     (['{root}', '--variants=baseline,bogus'], 'has no runs of bogus'),
     (['{root}', '--reference=bogus'], '--reference bogus: no such variant'),
+    (['{root}', '--out={root}/seed9'], 'seed9 is a file, not a folder'),
 ])
 def test_bad_folders_are_one_line_errors(root, tmp_path, args, message):
+  out = [] if any(a.startswith('--out') for a in args) else ['--out', str(tmp_path / 'out')]
   result = subprocess.run(
       [sys.executable, '-m', 'sctd_jax.evals.seeds',
-       *(a.format(root=root) for a in args), '--out', str(tmp_path / 'out')],
+       *(a.format(root=root) for a in args), *out],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
   assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr

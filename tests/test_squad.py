@@ -165,3 +165,17 @@ def test_finetune_writes_official_predictions_scored_as_the_official_script(
                for q in golds)
   else:
     assert all(predictions.values())   # v1.1 always answers
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"data": [{"paragraphs": [', 'is not SQuAD JSON \\(Expecting'),
+    ('{"data": [{"paragraphs": [{"context": "x"}]}]}',
+     "is not SQuAD JSON: .* lacks a field .*KeyError: 'qas'"),
+    ('[1, 2]', 'is not SQuAD JSON: it has no "data" list'),
+])
+def test_a_file_that_is_not_squad_json_is_named(tmp_path, text, message):
+  from sctd_jax.hf import format as hf_format
+  path = tmp_path / 'train.json'
+  path.write_text(text)
+  with pytest.raises(hf_format.FormatError, match=f'train.json {message}'):
+    squad.read_squad(str(path))

@@ -148,3 +148,15 @@ def test_missing_empty_unknown_and_unpaired_files_are_refused(tmp_path):
   with pytest.raises(ConfigError, match="data.validation_file='' is empty, but "
                      'data.train_file is set: give both files'):
     tasks.load(sst2, good, '')
+
+
+def test_a_hub_task_without_the_hub_says_how_to_run_it_offline(tmp_path, monkeypatch):
+  import datasets
+  import huggingface_hub
+  monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', True)
+  monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+  monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', tmp_path)
+  with pytest.raises(ConfigError, match=r'mrpc: the Hub dataset nyu-mll/glue mrpc could not '
+                                        r'be loaded .*--local-dir DIR\) and pass '
+                                        r'--config.data.dataset=DIR'):
+    tasks.load(tasks.get('mrpc'))

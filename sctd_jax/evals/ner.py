@@ -174,9 +174,15 @@ def predict_tags(model, params, arrays: dict, sentences: list[Sentence],
 
 def run(args, out: str) -> dict:
   """k-shot fine-tuning of `args.init` for each seed, scored on the dev file."""
-  mlm, pretrained, tokenizer = hf_load.load_pretrained(args.init)
+  cli.output_dir(out, '--out')
   train_sentences = read_conll(args.train_file)
   dev = read_conll(args.dev_file)
+  if not any(entities(tags) for _, tags in train_sentences):
+    raise hf_format.FormatError(f'--train_file={args.train_file} has no entity (no B-/I- '
+                                'tags); the shots are drawn from entity mentions.')
+  if not dev:
+    raise hf_format.FormatError(f'--dev_file={args.dev_file} has no sentences.')
+  mlm, pretrained, tokenizer = hf_load.load_pretrained(args.init)
   labels = sorted({t for _, tags in train_sentences + dev for t in tags} | {'O'})
   cfg = finetune.encoder_config(mlm.cfg, 0.1)
   model = BertForTokenClassification(cfg, len(labels))

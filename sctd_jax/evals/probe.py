@@ -184,7 +184,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   args = flags.FLAGS
-  inits, out = args.init, args.out
+  inits, out = args.init, cli.output_dir(args.out, '--out')
   results = {}
   tasks = load_tasks(args.data)
   test_examples = {task: len(splits['te'].texts) for task, splits in tasks.items()}

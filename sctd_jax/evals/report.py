@@ -402,6 +402,7 @@ def main(argv):
     raise ReportError('give one or more training workdirs: '
                       'python -m sctd_jax.evals.report RUN_DIR ... --out DIR')
   args = flags.FLAGS
+  cli.output_dir(args.out, '--out')
   runs = load_runs(argv[1:])
   path = write_report(runs, args.out, find_baseline(runs, args.baseline))
   print(f'Wrote {path}.')

@@ -63,7 +63,7 @@ def find_runs(root: str, variants: list[str] | None) -> dict[str, dict[int, str]
     raise SeedsError(f'{root} is not a folder; give the RUNS_DIR of docs/results/run.sh.')
   for entry in sorted(os.listdir(root)):
     match = re.fullmatch(r'seed(\d+)', entry)
-    if not match:
+    if not match or not os.path.isdir(os.path.join(root, entry)):
       continue
     for variant in sorted(os.listdir(os.path.join(root, entry))):
       workdir = os.path.join(root, entry, variant)
@@ -340,6 +340,7 @@ def main(argv):
   if len(argv) != 2:
     raise SeedsError('give one runs folder: python -m sctd_jax.evals.seeds RUNS_DIR --out DIR')
   args = flags.FLAGS
+  cli.output_dir(args.out, '--out')
   path = compare(argv[1], args.out, args.variants, args.reference, args.bench)
   print(f'Wrote {path}.')
 

@@ -55,20 +55,28 @@ def read_squad(path: str) -> tuple[list[Example], bool]:
   """The examples of an official SQuAD JSON file, and whether it is v2.0."""
   if not os.path.isfile(path):
     raise hf_format.FormatError(f'{path} not found (a SQuAD JSON file).')
-  with open(path) as f:
-    data = json.load(f)
-  if 'data' not in data:
+  try:
+    with open(path, encoding='utf-8') as f:
+      data = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise hf_format.FormatError(f'{path} is not SQuAD JSON ({e}).') from None
+  if not isinstance(data, dict) or 'data' not in data:
     raise hf_format.FormatError(f'{path} is not SQuAD JSON: it has no "data" list.')
   examples, v2 = [], False
-  for article in data['data']:
-    for paragraph in article['paragraphs']:
-      for qa in paragraph['qas']:
-        v2 = v2 or 'is_impossible' in qa
-        answers = [] if qa.get('is_impossible') else qa['answers']
-        examples.append(Example(
-            qa['id'], qa['question'], paragraph['context'],
-            tuple(a['text'] for a in answers),
-            answers[0]['answer_start'] if answers else -1))
+  try:
+    for article in data['data']:
+      for paragraph in article['paragraphs']:
+        for qa in paragraph['qas']:
+          v2 = v2 or 'is_impossible' in qa
+          answers = [] if qa.get('is_impossible') else qa['answers']
+          examples.append(Example(
+              qa['id'], qa['question'], paragraph['context'],
+              tuple(a['text'] for a in answers),
+              answers[0]['answer_start'] if answers else -1))
+  except (KeyError, TypeError, IndexError, AttributeError) as e:
+    raise hf_format.FormatError(
+        f'{path} is not SQuAD JSON: an article, paragraph or question lacks a '
+        f'field or has one of the wrong type ({type(e).__name__}: {e}).') from None
   return examples, v2
 
 
@@ -188,6 +196,7 @@ def score(examples, answers, null_odds, v2: bool):
 def run(args, out: str) -> dict:
   """Fine-tunes `args.init` on the train file for each seed, scores the dev
   file and writes OUT's files; returns eval_results."""
+  cli.output_dir(out, '--out')
   if args.max_length <= args.doc_stride + 8:
     raise cli.UserError(f'--doc_stride={args.doc_stride} must be well below '
                         f'--max_length={args.max_length} (the windows overlap by it).')

@@ -69,13 +69,19 @@ def run_classification(args, task: str, out: str) -> float:
   return 100.0 * results[finetune.primary_metric(tasks.get(task))]
 
 
-def run_squad(args, task: str, out: str) -> float:
-  """SQuAD v1.1 or v2.0 through `squad`; its exact match in %."""
+def squad_files(args, task: str) -> tuple[str, str]:
+  """The official train and dev files of `task` in --squad_dir."""
   train_file, dev_file = (os.path.join(args.squad_dir or '', f)
                           for f in SQUAD_FILES[task])
   if not (os.path.isfile(train_file) and os.path.isfile(dev_file)):
     raise cli.UserError(f'{task} needs --squad_dir with the official '
                         f'{" and ".join(SQUAD_FILES[task])}.')
+  return train_file, dev_file
+
+
+def run_squad(args, task: str, out: str) -> float:
+  """SQuAD v1.1 or v2.0 through `squad`; its exact match in %."""
+  train_file, dev_file = squad_files(args, task)
   options = types.SimpleNamespace(
       init=args.init, train_file=train_file, dev_file=dev_file,
       max_length=args.max_length if args.max_length > 0 else 384,
@@ -89,8 +95,12 @@ def read_summary(workdir: str) -> dict | None:
   path = os.path.join(workdir, 'finetune', 'summary.json')
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise cli.UserError(f'{path} is unreadable ({e}); rerun python -m '
+                        'sctd_jax.evals.suites for that run, or remove the file.') from None
 
 
 def paper_table(summaries: dict[str, dict]) -> list[str]:
@@ -111,6 +121,9 @@ def run(args, out: str) -> dict:
   if unknown:
     raise cli.UserError(f'--tasks has unknown {unknown}; known: '
                         f'{sorted({*tasks.TASKS, *SQUAD_FILES})}.')
+  for name in names:  # Before hours of the other tasks.
+    if name in SQUAD_FILES:
+      squad_files(args, name)
   scores = {}
   for name in names:
     run_task = run_squad if name in SQUAD_FILES else run_classification
@@ -144,7 +157,7 @@ def main(argv):
   del argv
   cli.use_compilation_cache()
   args = flags.FLAGS
-  out = args.out or os.path.join(args.init, 'finetune')
+  out = cli.output_dir(args.out or os.path.join(args.init, 'finetune'), '--out')
   summary = run(args, out)
   print('\n'.join(paper_table({args.init: summary})) + f'\n(wrote {out})')
 

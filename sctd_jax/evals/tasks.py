@@ -229,7 +229,15 @@ def _load_hub(task: Task, dataset: str) -> datasets.DatasetDict:
   """`datasets.load_dataset` of the task's (dataset, config), `dataset`
   replacing the Hub id when given; errors name the config key."""
   if not dataset:
-    return datasets.load_dataset(*task.hub)
+    try:
+      return datasets.load_dataset(*task.hub)
+    except (datasets.exceptions.DatasetsError, ConnectionError, OSError) as e:
+      first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+      raise ConfigError(
+          f'{task.name}: the Hub dataset {" ".join(task.hub)} could not be loaded '
+          f'({first}). Offline, copy its Hub repository where the Hub is reachable '
+          f'(huggingface-cli download {task.hub[0]} --repo-type dataset --local-dir '
+          'DIR) and pass --config.data.dataset=DIR.') from None
   where = f'config key data.dataset={dataset!r}'
   try:
     splits = datasets.load_dataset(dataset, *task.hub[1:])
