@@ -451,9 +451,9 @@ def main(argv):
                   checkpoint=time_checkpoint(config, args.checkpoint))
     print(json.dumps(result, indent=2))
   else:
-    if not all(str(v).isdigit() for v in args.vocab_sizes or []):
-      raise cli.UserError(f'--vocab_sizes={",".join(args.vocab_sizes)}: give whole '
-                          'numbers, e.g. --vocab_sizes=1024,30522.')
+    if not all(str(v).isdigit() and int(v) > 0 for v in args.vocab_sizes or []):
+      raise cli.UserError(f'--vocab_sizes={",".join(args.vocab_sizes)}: give positive '
+                          'whole numbers, e.g. --vocab_sizes=1024,30522.')
     result = []
     for vocab_size in args.vocab_sizes or [config.model.vocab_size]:
       c = config.copy_and_resolve_references()

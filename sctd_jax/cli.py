@@ -25,6 +25,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sctd_jax import paths
+
 
 class UserError(Exception):
   """A mistake the user can fix; the message names it and the fix."""
@@ -47,9 +49,10 @@ class _LibraryInfoFilter(pylogging.Filter):
         f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'jax'))
 
 
-# What a folder's config.json says it holds (folder_kind).
-PRETRAINING, FINETUNING, HF_MODEL = (
-    'pretraining run', 'fine-tuning run', 'Hugging Face model')
+# What a folder's config.json says it holds (folder_kind); a tokenizer
+# folder has none.
+PRETRAINING, FINETUNING, HF_MODEL, TOKENIZER = (
+    'pretraining run', 'fine-tuning run', 'Hugging Face model', 'tokenizer')
 _WRITTEN_BY = {PRETRAINING: 'python -m sctd_jax.train',
                FINETUNING: 'python -m sctd_jax.evals.finetune',
                HF_MODEL: 'python -m sctd_jax.export or transformers'}
@@ -70,20 +73,20 @@ def config_kind(values) -> str | None:
 
 
 def folder_kind(path) -> str | None:
-  """config_kind of the local folder `path`; None without a readable config.json."""
+  """config_kind of folder `path` (local or gs://); None without a readable
+  config.json."""
   try:
-    with open(os.path.join(path, 'config.json')) as f:
-      return config_kind(json.load(f))
+    return config_kind(json.loads((paths.resolve(path) / 'config.json').read_text()))
   except (OSError, ValueError):
     return None
 
 
 def output_dir(path: str, flag: str, kind: str | None = None) -> str:
-  """Makes `path`, a command's output folder, if needed and checks that it
-  can be written: a file there, a folder it cannot write, or (given the
-  `kind` the command writes) a folder holding another kind, whose
-  config.json it would overwrite, is a UserError naming `flag`, before any
-  work is done."""
+  """Makes `path`, a command's output folder (local or gs://), if needed and
+  checks that it can be written: a file there, a local folder it cannot
+  write, or (given the `kind` the command writes) a folder holding another
+  kind, whose files it would overwrite, is a UserError naming `flag`,
+  before any work is done."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'{flag}={path} is a file, not a folder; give a new or '
                     'existing folder.')
@@ -91,6 +94,8 @@ def output_dir(path: str, flag: str, kind: str | None = None) -> str:
   if held not in (None, kind):
     raise UserError(f'{flag}={path} holds a {held} (written by {_WRITTEN_BY[held]}), '
                     f'which this {kind} would overwrite; give a new folder.')
+  if paths.is_remote(path):  # A bucket: no folder to make, nothing to test-write.
+    return path
   try:
     os.makedirs(path, exist_ok=True)
     tempfile.TemporaryFile(dir=path).close()
@@ -131,8 +136,9 @@ def _config_file(argv: Sequence[str]) -> str | None:
 
 
 def _bad_config_file(path: str, why: str) -> str:
+  hint = " (a run's config.json is not one)" if path.endswith('.json') else ''
   return (f'error: --config={path} {why}; give a Python file whose get_config() '
-          "returns the config, e.g. configs/tiny.py (a run's config.json is not one).")
+          f'returns the config, e.g. configs/tiny.py{hint}.')
 
 
 def _one_line_flag_errors(argv: Sequence[str]) -> list[str]:

@@ -115,10 +115,9 @@ def setup(config, workdir: str, mesh):
   hf_load.adopt_shape(config)
   if (warning := config_lib.clip_warmup(config)):
     logging.warning(warning)
+  cli.output_dir(workdir, '--workdir', cli.PRETRAINING)
   if paths.is_remote(workdir):
     paths.resolve(workdir).mkdir(parents=True, exist_ok=True)
-  else:
-    cli.output_dir(workdir, '--workdir', cli.PRETRAINING)
   tokenizer = shared_tokenizer(config, workdir)
   vocab_size = resolve_vocab_size(config, tokenizer)
   with config.unlocked():

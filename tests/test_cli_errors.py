@@ -47,9 +47,10 @@ def test_a_config_file_that_is_not_one_is_one_error_line(tmp_path, name, text, w
   run = subprocess.run([*TRAIN[:3], '--config', str(path), '--workdir', str(tmp_path / 'run')],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+  hint = " (a run's config.json is not one)" if name.endswith('.json') else ''
   assert run.stderr.strip().splitlines()[-1] == (
       f'error: --config={path} {why}; give a Python file whose get_config() returns '
-      "the config, e.g. configs/tiny.py (a run's config.json is not one).")
+      f'the config, e.g. configs/tiny.py{hint}.')
   assert not (tmp_path / 'run').exists()
 
 
@@ -66,7 +67,7 @@ def test_an_output_folder_of_another_kind_is_refused(tmp_path):
     folder.mkdir()
     (folder / 'config.json').write_text(json.dumps(values))
     assert cli.folder_kind(folder) == held
-    for kind in KINDS:
+    for kind in [*KINDS, cli.TOKENIZER]:   # A tokenizer folder has no config.json.
       if kind == held:
         assert cli.output_dir(str(folder), '--out', kind) == str(folder)
       else:
@@ -83,5 +84,16 @@ def test_fine_tuning_into_the_pretraining_run_is_refused(tmp_path):
   (run / 'config.json').write_text(json.dumps(KINDS[cli.PRETRAINING]))
   config = finetune.base_config()
   config.update(init=str(run), task='tense')
-  with pytest.raises(cli.UserError, match='holds a pretraining run'):
+  with pytest.raises(cli.UserError, match=f'--workdir={run} holds a pretraining run'):
     finetune.finetune(config, str(run))
+  with pytest.raises(cli.UserError, match=f'--out={run} holds a pretraining run'):
+    finetune.finetune(config, str(run), '--out')   # as evals.suites calls it
+
+
+def test_suites_write_a_hub_models_results_under_finetune(tmp_path, monkeypatch):
+  from sctd_jax.evals import suites
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'runs' / 'tiny').mkdir(parents=True)
+  assert suites.default_out('runs/tiny') == 'runs/tiny/finetune'
+  assert suites.default_out('google-bert/bert-base-uncased') == (
+      'finetune/google-bert--bert-base-uncased')

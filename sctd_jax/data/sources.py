@@ -398,17 +398,19 @@ def texts(data, seed: int) -> Iterator[str]:
   `data.sources`, each corpus's first documents in turn, as many of each as
   its weight's share of `data.tokenizer_docs`."""
   if not data.sources:
-    return _corpus_texts(data.source, data, seed)
+    return _corpus_texts(data.source, data, seed, 'data.source')
   specs, weights = mixture.parse_mixture(data.sources)
   if data.tokenizer_docs == -1:
-    return itertools.chain.from_iterable(_corpus_texts(s, data, seed) for s in specs)
+    return itertools.chain.from_iterable(_corpus_texts(s, data, seed, 'data.sources')
+                                         for s in specs)
   counts = mixture.shares(weights, data.tokenizer_docs)
   return itertools.chain.from_iterable(
-      itertools.islice(_corpus_texts(s, data, seed), int(n)) for s, n in zip(specs, counts))
+      itertools.islice(_corpus_texts(s, data, seed, 'data.sources'), int(n))
+      for s, n in zip(specs, counts))
 
 
-def _corpus_texts(spec: str, data, seed: int) -> Iterator[str]:
-  corpus = readers.parse_source(spec)
+def _corpus_texts(spec: str, data, seed: int, key: str) -> Iterator[str]:
+  corpus = readers.parse_source(spec, key)
   if corpus.kind == 'synthetic':
     return (' '.join(s.text for s in synthetic.document(seed, i)) for i in itertools.count())
   documents, column = readers.load_documents(corpus, data)

@@ -156,7 +156,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   args = flags.FLAGS
-  cli.output_dir(args.out, '--out')
+  cli.output_dir(args.out, '--out', cli.TOKENIZER)
   data = config_lib.base_config().data
   data.update(source=args.source, vocab_size=args.vocab_size,
               tokenizer_docs=args.tokenizer_docs, text_column=args.text_column,

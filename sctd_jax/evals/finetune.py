@@ -351,12 +351,12 @@ def load_arrays(config, task: tasks.Task, tokenizer):
   return encode(tokenizer, task, train_examples, d.max_length), splits
 
 
-def finetune(config, workdir: str) -> dict:
+def finetune(config, workdir: str, flag: str = '--workdir') -> dict:
   """Fine-tunes `config.init` on `config.task` for `config.num_seeds` seeds,
   writes eval_results.json, predictions.jsonl and config.json into `workdir`
-  and returns the eval_results dict."""
+  (given by command-line `flag`) and returns the eval_results dict."""
   validate(config)
-  cli.output_dir(workdir, '--workdir', cli.FINETUNING)
+  cli.output_dir(workdir, flag, cli.FINETUNING)
   task = tasks.get(config.task)
   mlm, pretrained_params, tokenizer = hf_load.load_pretrained(config.init)
   if config.data.max_length > mlm.cfg.max_position_embeddings:

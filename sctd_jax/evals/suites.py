@@ -65,7 +65,7 @@ def run_classification(args, task: str, out: str) -> float:
   config.data.train_file, config.data.validation_file = local_files(args.data_dir, task)
   if args.max_steps > 0:
     config.train.num_steps = args.max_steps
-  results = finetune.finetune(config, out)
+  results = finetune.finetune(config, out, '--out')
   return 100.0 * results[finetune.primary_metric(tasks.get(task))]
 
 
@@ -142,7 +142,8 @@ def define_flags() -> None:
   flags.DEFINE_string('init', None, 'Pretraining workdir, HF BERT folder or Hub id.')
   flags.DEFINE_enum('suite', 'paper', list(SUITES), 'Tasks of which table.')
   flags.DEFINE_string('tasks', '', 'Comma-separated subset instead of the suite.')
-  flags.DEFINE_string('out', '', 'Output directory; default INIT/finetune.')
+  flags.DEFINE_string('out', '', 'Output directory; default INIT/finetune, or '
+                      'finetune/ORG--NAME for a Hub id.')
   flags.DEFINE_string('data_dir', '', 'Local task files: DIR/TASK/train.*, validation.*.')
   flags.DEFINE_string('squad_dir', '', 'Folder of the official SQuAD JSON files.')
   flags.DEFINE_integer('seed', 0, 'First seed.')
@@ -153,11 +154,19 @@ def define_flags() -> None:
                        '(a smoke run); -1: Table 7\'s.')
 
 
+def default_out(init: str) -> str:
+  """INIT/finetune for a local run or folder; finetune/ORG--NAME for a Hub id,
+  which is no folder to write into."""
+  if os.path.isdir(init):
+    return os.path.join(init, 'finetune')
+  return os.path.join('finetune', init.replace('/', '--'))
+
+
 def main(argv):
   del argv
   cli.use_compilation_cache()
   args = flags.FLAGS
-  out = cli.output_dir(args.out or os.path.join(args.init, 'finetune'), '--out')
+  out = cli.output_dir(args.out or default_out(args.init), '--out')
   summary = run(args, out)
   print('\n'.join(paper_table({args.init: summary})) + f'\n(wrote {out})')
 

@@ -237,7 +237,9 @@ def _load_hub(task: Task, dataset: str) -> datasets.DatasetDict:
           f'{task.name}: the Hub dataset {" ".join(task.hub)} could not be loaded '
           f'({first}). Offline, copy its Hub repository where the Hub is reachable '
           f'(huggingface-cli download {task.hub[0]} --repo-type dataset --local-dir '
-          'DIR) and pass --config.data.dataset=DIR.') from None
+          'DIR) and pass --config.data.dataset=DIR; or give the task as local '
+          'files (--config.data.train_file and validation_file; evals.suites: '
+          '--data_dir).') from None
   where = f'config key data.dataset={dataset!r}'
   try:
     splits = datasets.load_dataset(dataset, *task.hub[1:])

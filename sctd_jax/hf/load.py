@@ -82,7 +82,9 @@ def load_pretrained(path: str):
                       'a training workdir or a Hugging Face BERT folder has one; '
                       'give the --workdir of a python -m sctd_jax.train run or '
                       'the --out of python -m sctd_jax.export')
-  load = load_workdir if 'model' in config and 'train' in config else load_hf_folder
+  # A fine-tuning run goes to load_workdir too, which says what it is.
+  load = (load_workdir if cli.config_kind(config) in (cli.PRETRAINING, cli.FINETUNING)
+          else load_hf_folder)
   return load(path)[:3]
 
 
