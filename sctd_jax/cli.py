@@ -81,6 +81,15 @@ def folder_kind(path) -> str | None:
     return None
 
 
+def refuse_other_kind(path: str, flag: str, kind: str) -> None:
+  """A UserError naming `flag` if folder `path` holds another kind than
+  `kind`, whose files a command writing `kind` would overwrite."""
+  held = folder_kind(path)
+  if held not in (None, kind):
+    raise UserError(f'{flag}={path} holds a {held} (written by {_WRITTEN_BY[held]}), '
+                    f'which this {kind} would overwrite; give a new folder.')
+
+
 def output_dir(path: str, flag: str, kind: str | None = None) -> str:
   """Makes `path`, a command's output folder (local or gs://), if needed and
   checks that it can be written: a file there, a local folder it cannot
@@ -90,10 +99,8 @@ def output_dir(path: str, flag: str, kind: str | None = None) -> str:
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'{flag}={path} is a file, not a folder; give a new or '
                     'existing folder.')
-  held = folder_kind(path) if kind else None
-  if held not in (None, kind):
-    raise UserError(f'{flag}={path} holds a {held} (written by {_WRITTEN_BY[held]}), '
-                    f'which this {kind} would overwrite; give a new folder.')
+  if kind:
+    refuse_other_kind(path, flag, kind)
   if paths.is_remote(path):  # A bucket: no folder to make, nothing to test-write.
     return path
   try:

@@ -182,7 +182,7 @@ def test_export_without_checkpoint(tmp_path):
   # What a run leaves before its first save: its config, no checkpoints/.
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  (workdir / 'config.json').write_text(json.dumps({'model': {}, 'train': {}}))
+  (workdir / 'config.json').write_text(json.dumps({'method': 'sctd', 'model': {}, 'train': {}}))
   _assert_one_error_line(
       _run(['sctd_jax.export', '--workdir', str(workdir), '--out', str(tmp_path / 'hf')]),
       f'error: No checkpoint in {workdir}; the run saves one every '

@@ -47,7 +47,8 @@ def write_hf_folder(out: str, cfg: models.BertConfig, params, tokenizer) -> None
 def export(workdir: str, out: str, step: int | None = None) -> int:
   """Exports checkpoint `step` (default: the newest) of `workdir` to `out`;
   returns the step exported."""
+  cli.refuse_other_kind(out, '--out', cli.HF_MODEL)  # Before the checkpoint loads.
   run = hf_load.load_workdir(workdir, step)
-  cli.output_dir(out, '--out', cli.HF_MODEL)
+  cli.output_dir(out, '--out')
   write_hf_folder(out, run.model.cfg, run.params, run.tokenizer)
   return run.step
