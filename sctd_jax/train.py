@@ -71,18 +71,22 @@ def shared_tokenizer(config, workdir: str):
   return tokenizer
 
 
-def keep_dropout_prng(config, workdir: str, resuming: bool) -> None:
+def saved_config(workdir: str):
+  """The config in workdir/config.json as the run wrote it, or None."""
+  saved = paths.resolve(workdir) / 'config.json'
+  return config_lib.saved(json.loads(saved.read_text())) if saved.exists() else None
+
+
+def keep_dropout_prng(config, previous) -> None:
   """Sets train.dropout_prng to the implementation this run draws its
   dropout masks with, so that config.json names it and a resumed run goes on
-  as it began: a new run resolves 'auto' (step.dropout_prng), a resumed one
-  keeps the name in its config.json (threefry2x32 if written before the
-  key). Another explicit name than the run's is refused: it would change
-  the masks halfway."""
+  as it began: a new run (`previous` None) resolves 'auto'
+  (step.dropout_prng), a resumed one keeps the name in `previous`, its
+  config.json (threefry2x32 if written before the key). Another explicit
+  name than the run's is refused: it would change the masks halfway."""
   name = step_lib.dropout_prng(config.train.dropout_prng)
-  saved = paths.resolve(workdir) / 'config.json'
-  if resuming and saved.exists():
-    ran = step_lib.dropout_prng(
-        config_lib.saved(json.loads(saved.read_text())).train.dropout_prng)
+  if previous is not None:
+    ran = step_lib.dropout_prng(previous.train.dropout_prng)
     config_lib.check(config.train.dropout_prng in ('auto', ran), 'train.dropout_prng',
                      config.train.dropout_prng,
                      f'this run drew its dropout masks with {ran}; resume it with '
@@ -126,8 +130,9 @@ def setup(config, workdir: str, mesh):
                                             config.train.keep_every)
   if jax.process_index() == 0:  # A save the last run did not finish.
     faults.remove_partial_saves(checkpointer.directory)
+  previous = saved_config(workdir) if checkpointer.steps() else None
   # Before the model, whose dropout layers draw with it.
-  keep_dropout_prng(config, workdir, resuming=bool(checkpointer.steps()))
+  keep_dropout_prng(config, previous)
   model = models.BertForMaskedLM(step_lib.model_config(config, vocab_size))
   allow, deny = tokenizer_lib.special_ids(tokenizer)
   importance = token_drop.init_importance(vocab_size, allow, deny,
@@ -142,11 +147,9 @@ def setup(config, workdir: str, mesh):
     state = hf_load.warm_start(config, model, tokenizer, state)
   if jax.process_index() == 0:
     metrics_log.truncate_metrics(workdir, int(state.step))
-    saved = paths.resolve(workdir) / 'config.json'
-    if restored is not None and saved.exists():
-      warn_changed_config(config_lib.saved(json.loads(saved.read_text())), config,
-                          workdir, int(state.step))
-    saved.write_text(config.to_json(indent=2, sort_keys=True))
+    if restored is not None and previous is not None:
+      warn_changed_config(previous, config, workdir, int(state.step))
+    (paths.resolve(workdir) / 'config.json').write_text(config.to_json(indent=2, sort_keys=True))
   return tokenizer, model, state, state_sharding, data_state, checkpointer
 
 
