@@ -93,7 +93,7 @@ def test_equal_time_and_time_to_target_by_hand(root, tmp_path):
       assert run['val MLM loss at equal time'] == pytest.approx(
           5.0 + (final - 5.0) * (step - 100) / 100)
       at_target = 100 + 100 * (5.0 - 4.3) / (5.0 - final)
-      assert run['time to target loss'] == pytest.approx(at_target * cost[method])
+      assert run['time to target loss (baseline steps)'] == pytest.approx(at_target * cost[method])
       # Step 160 (80% of 200) lies 60% of the way from 5.0 to `final`.
       assert run['val MLM loss fall, last 20% of steps'] == pytest.approx(0.4 * (5.0 - final))
   md = (tmp_path / 'out' / 'seeds.md').read_text()
@@ -106,12 +106,42 @@ def test_bench_step_times_replace_the_cost_model(root, tmp_path):
   bench = tmp_path / 'bench.json'
   bench.write_text(json.dumps({'date': 'd', 'rows': [
       {'method': 'baseline', 'ratio': 1.0}, {'method': 'token_drop', 'ratio': 0.5},
-      {'method': 'sctd', 'ratio': 0.8}]}))
+      {'method': 'sctd', 'ratio': 0.4}]}))
   seeds.compare(str(root), str(tmp_path / 'out'), bench=str(bench))
   saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
-  assert saved['step_cost'] == {'baseline': 1.0, 'sctd': 0.8, 'token_drop': 0.5}
+  assert saved['step_cost'] == {'baseline': 1.0, 'sctd': 0.4, 'token_drop': 0.5}
   # token_drop ends at time 100 = baseline step 100: the baseline's first evaluation.
   assert saved['runs']['baseline']['0']['val MLM loss at equal time'] == pytest.approx(5.0)
+  # sctd, cheaper here, ends at time 80: it has no loss at time 100, not its last one.
+  assert all(math.isnan(run['val MLM loss at equal time'])
+             for run in saved['runs']['sctd'].values())
+  assert 'val MLM loss at equal time' not in saved['summary']['sctd']
+
+
+def test_seeds_without_every_variant_are_left_out_and_named(root, tmp_path):
+  """A sweep in progress: seed 3 has token_drop (final 1.0, far below the
+  others) but no sctd yet. Means and differences stay over seeds 0-2."""
+  _workdir(root / 'seed3' / 'token_drop', 'token_drop', 1.0, 3)
+  _workdir(root / 'seed3' / 'baseline', 'baseline', 1.0, 3)
+  seeds.compare(str(root), str(tmp_path / 'out'), ['baseline', 'token_drop', 'sctd'])
+  saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
+  assert saved['seeds'] == [0, 1, 2]
+  assert saved['left_out'] == {'3': ['baseline', 'token_drop']}
+  assert saved['target_loss'] == 4.3   # not from seed 3's runs
+  final = saved['summary']['token_drop']['final val MLM loss']
+  assert (final['mean'], final['seeds']) == (pytest.approx(4.3), 3)
+  assert saved['summary']['baseline']['final val MLM loss']['vs_reference']['mean'] == \
+      pytest.approx(-0.2)
+  md = (tmp_path / 'out' / 'seeds.md').read_text()
+  assert 'Seeds 0, 1, 2, each with a run of every variant' in md
+  assert 'Left out, lacking a variant: seed 3 (baseline, token_drop only).' in md
+  # Named alone, token_drop and baseline are compared over all four seeds.
+  seeds.compare(str(root), str(tmp_path / 'two'), ['baseline', 'token_drop'])
+  assert json.loads((tmp_path / 'two' / 'seeds.json').read_text())['seeds'] == [0, 1, 2, 3]
+  # A variant whose only seed no other variant ran leaves nothing to pair.
+  _workdir(root / 'seed5' / 'sctd_stop_grad', 'sctd', 4.0, 5)
+  with pytest.raises(seeds.SeedsError, match='no seed has a run of every variant'):
+    seeds.compare(str(root), str(tmp_path / 'three'), ['token_drop', 'sctd_stop_grad'])
 
 
 @pytest.mark.parametrize('args, message', [

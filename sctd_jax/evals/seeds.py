@@ -23,7 +23,11 @@ Measures of each run:
   (whether the run was long enough for its curve to settle);
 - drift: the mean similarity over the evaluations from step 200 (Figure 3);
 - probing: the last layer's test accuracy (Figures 4 and 8);
-- fine-tuning: each task's first metric (one fine-tuning per pretraining seed).
+- fine-tuning: each task's metrics (one fine-tuning per pretraining seed).
+
+Only the seeds with a run of every variant are compared, so that each
+difference is paired and every mean is over the same seeds; seeds.md names
+the seeds left out (a sweep in progress).
 
 Each run's CPU time (user + system) is read from the time.txt run.sh writes.
 
@@ -80,6 +84,20 @@ def find_runs(root: str, variants: list[str] | None) -> dict[str, dict[int, str]
   return {v: found[v] for v in variants}
 
 
+def complete_seeds(found: dict[str, dict[int, str]]
+                   ) -> tuple[dict[str, dict[int, str]], dict[int, list[str]]]:
+  """`found` kept to the seeds every variant ran, and {seed left out: the
+  variants it has}."""
+  common = set.intersection(*(set(seeds) for seeds in found.values()))
+  if not common:
+    raise SeedsError(f'no seed has a run of every variant ({", ".join(found)}); '
+                     'name fewer with --variants, or wait for the runs.')
+  left_out = {s: [v for v in found if s in found[v]]
+              for s in sorted({s for seeds in found.values() for s in seeds} - common)}
+  return {v: {s: w for s, w in seeds.items() if s in common}
+          for v, seeds in found.items()}, left_out
+
+
 def cpu_seconds(workdir: str) -> float | None:
   """User + system CPU seconds of the commands docs/results/run.sh timed for
   this run (pretraining, probing, fine-tuning; `/usr/bin/time -f '%e %U %S'`
@@ -131,11 +149,14 @@ def time_to(times: np.ndarray, values: np.ndarray, target: float) -> float:
 
 
 def measures(run: report.Run, cost: float, end_time: float, target: float) -> dict:
-  """Every measure of one run (the module docstring lists them)."""
+  """Every measure of one run (the module docstring lists them). A run that
+  ends before `end_time` has no loss at equal time (NaN), rather than its
+  last one."""
   times, values = curve(run, cost)
   out = {'final val MLM loss': float(values[-1]),
-         'val MLM loss at equal time': float(np.interp(end_time, times, values)),
-         'time to target loss': time_to(times, values, target),
+         'val MLM loss at equal time': (float(np.interp(end_time, times, values))
+                                        if end_time <= times[-1] * (1 + 1e-9) else math.nan),
+         'time to target loss (baseline steps)': time_to(times, values, target),
          f'val MLM loss fall, last {LATE:.0%} of steps':
              float(np.interp((1 - LATE) * times[-1], times, values) - values[-1])}
   for key in ('drift_dropped', 'drift_masked'):
@@ -146,8 +167,8 @@ def measures(run: report.Run, cost: float, end_time: float, target: float) -> di
   for task, accuracy in sorted((run.probe or {}).items()):
     out[f'probe {task}, last layer'] = float(accuracy[max(accuracy, key=int)])
   for task, result in sorted(run.finetune.items()):
-    metric = report.metric_names(result)[0]
-    out[f'fine-tune {task} {metric}'] = float(result[metric])
+    for metric in report.metric_names(result):
+      out[f'fine-tune {task} {metric}'] = float(result[metric])
   return out
 
 
@@ -263,7 +284,8 @@ def _cpu_minutes(seconds: dict[int, float | None]) -> str:
   return f'{np.mean(timed) / 60:.1f} (n={len(timed)})' if timed else report.MISSING
 
 
-def write(runs, table, summary, costs, cpu, source, reference, target, out) -> str:
+def write(runs, table, summary, costs, cpu, source, reference, target, left_out,
+          out) -> str:
   """Writes out/seeds.md, seeds.json and the figures; returns seeds.md's path."""
   os.makedirs(out, exist_ok=True)
   any_run = {v: next(iter(seeds.values())) for v, seeds in runs.items()}
@@ -272,12 +294,19 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
   differences = plot_differences(summary, reference, os.path.join(out, 'seeds_differences.png'))
   timed = [s for seeds in cpu.values() for s in seeds.values() if s is not None]
   cpu_total = (f'CPU time recorded by run.sh (user + system, pretraining, probing and '
-               f'fine-tuning): {sum(timed) / 3600:.2f} h over {len(timed)} runs.' if timed
+               f'fine-tuning): {sum(timed) / 3600:.2f} h over {len(timed)} runs; a '
+               'command killed before it ended wrote no line, so an interrupted '
+               'run counts less than it cost.' if timed
                else 'No run has a time.txt from run.sh, so CPU time is not reported.')
+  seeds = sorted(next(iter(runs.values())))
+  skipped = (' Left out, lacking a variant: ' + '; '.join(
+      f'seed {s} ({", ".join(v)} only)' for s, v in left_out.items()) + '.' if left_out else '')
   md = ['# Variants across seeds', '',
-        f'Runs: {", ".join(f"{v} ({len(s)} seeds)" for v, s in runs.items())}. '
+        f'Seeds {", ".join(map(str, seeds))}, each with a run of every variant: '
+        f'{", ".join(runs)}.{skipped} '
         f'Time is counted in baseline steps from {source}; the equal-time loss '
-        f'is read when {reference} ends, and the target loss is {target:.4f}, '
+        f'is read when {reference} ends (a run that ends sooner has none), and '
+        f'the target loss is {target:.4f}, '
         f'the largest final loss of all runs. {cpu_total}', '',
         *report.markdown_table(['variant', 'method', 'step cost', 'effective λ',
                                 'CPU minutes a run'],
@@ -297,7 +326,9 @@ def write(runs, table, summary, costs, cpu, source, reference, target, out) -> s
         *([f'![Paired differences from {reference}](seeds_differences.png)', '']
           if differences else [])]
   with open(os.path.join(out, 'seeds.json'), 'w') as f:
-    json.dump({'reference': reference, 'target_loss': target, 'time_source': source,
+    json.dump({'reference': reference, 'seeds': seeds,
+               'left_out': {str(s): v for s, v in left_out.items()},
+               'target_loss': target, 'time_source': source,
                'step_cost': costs, 'cpu_seconds': {v: {str(s): c for s, c in t.items()}
                                                    for v, t in cpu.items()},
                'runs': {v: {str(s): r for s, r in t.items()} for v, t in table.items()},
@@ -316,6 +347,7 @@ def compare(root: str, out: str, variants: list[str] | None = None,
   if reference not in found:
     raise SeedsError(f'--reference {reference}: no such variant; the variants '
                      f'are {", ".join(found)}.')
+  found, left_out = complete_seeds(found)
   runs = {v: {s: report.load_run(f'{v}/seed{s}', w) for s, w in seeds.items()}
           for v, seeds in found.items()}
   costs, source = step_costs(runs, bench)
@@ -325,7 +357,7 @@ def compare(root: str, out: str, variants: list[str] | None = None,
            for v, seeds in runs.items()}
   summary = summarize(table, reference)
   cpu = {v: {s: cpu_seconds(w) for s, w in seeds.items()} for v, seeds in found.items()}
-  return write(runs, table, summary, costs, cpu, source, reference, target, out)
+  return write(runs, table, summary, costs, cpu, source, reference, target, left_out, out)
 
 
 def define_flags() -> None:
