@@ -120,7 +120,7 @@ class Reporter:
       remaining = (self.num_steps - row['step']) * row['step_time_s']
       logging.info('step %d/%d loss %.4f  %.0f tokens/s  ETA %s', row['step'],
                    self.num_steps, row['loss'], row['tokens_per_s'],
-                   _hms(remaining))
+                   hms(remaining))
     if 'val_mlm_full' in row:
       self.last_eval = row
       line = f'step {row["step"]}: {_validation(row, self.unigram_entropy)}'
@@ -223,7 +223,7 @@ def run_summary(workdir: str, step: int, num_steps: int, first_step: int,
     head = f'Finished {step} of {num_steps} steps'
   done_here = f'steps {first_step + 1}-{step}' if step > first_step else 'no steps'
   speed = f'; {tokens_per_s:,.0f} tokens/s on average' if tokens_per_s else ''
-  lines = [f'{head} in {_hms(wall_s)} ({done_here} in this run, compile '
+  lines = [f'{head} in {hms(wall_s)} ({done_here} in this run, compile '
            f'{compile_s:.1f} s{speed}).']
   if last_eval:
     lines.append(f'At step {last_eval["step"]}: '
@@ -240,7 +240,8 @@ def run_summary(workdir: str, step: int, num_steps: int, first_step: int,
   return '\n'.join(lines)
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
+  """H:MM:SS."""
   minutes, secs = divmod(int(seconds), 60)
   return f'{minutes // 60}:{minutes % 60:02d}:{secs:02d}'
 

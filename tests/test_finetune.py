@@ -4,11 +4,14 @@ files through the CLI, the files written, and config errors by key."""
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
@@ -140,6 +143,25 @@ def test_regression_from_local_files_through_the_cli(pretrained, tmp_path):
   assert results['spearman'] == pytest.approx(scipy.stats.spearmanr(predictions, labels)[0],
                                               abs=1e-6)
   assert 'stsb seed 0: pearson' in result.stderr
+  # Not a terminal: progress as log lines, no bar redrawn with carriage returns.
+  assert 'stsb seed 0: step 6/6 loss' in result.stderr and '\r' not in result.stderr
+
+
+def test_progress_in_a_log_file_is_a_line_per_log_every_with_the_mean_loss(caplog):
+  """Under pytest stderr is no terminal, as in a scheduler's log file: no
+  redrawn bar, but a log line with the mean loss of the last log_every steps."""
+  t = ml_collections.ConfigDict({'num_steps': 5, 'log_every': 2})
+  count_and_echo = lambda state, batch, key: (state + 1, jnp.float32(batch))
+  with caplog.at_level(logging.INFO):
+    state = finetune.train(count_and_echo, 0, iter([1., 2., 3., 4., 5.]), None, t,
+                           'tense seed 0')
+  assert state == 5
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('tense')]
+  assert [line.split('  ETA ')[0] for line in lines] == [
+      'tense seed 0: step 2/5 loss 1.5000', 'tense seed 0: step 4/5 loss 3.5000',
+      'tense seed 0: step 5/5 loss 5.0000'], lines
+  assert lines[-1].endswith('ETA 0:00:00')
+  assert '\r' not in caplog.text
 
 
 # The layout of the Hub repository nyu-mll/glue, cut to MNLI: the README's

@@ -149,6 +149,8 @@ def test_cli_compares_two_inits(model_folder, data, tmp_path):
   assert (out / 'probe.png').stat().st_size > 0
   assert not (out / 'probe.json').exists()
   assert 'Probe test accuracy' in run.stderr and 'planted' in run.stderr
+  # Not a terminal: a log line per task, no bar redrawn with carriage returns.
+  assert 'Probed planted: test accuracy' in run.stderr and '\r' not in run.stderr
 
 
 def test_read_senteval_splits(tmp_path):

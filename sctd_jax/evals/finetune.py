@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 from absl import flags
 from absl import logging
@@ -240,11 +241,13 @@ def init_params(model: models.BertForSequenceClassification, bert_params, key):
 
 
 def train(train_step, state, batches, key, t, desc: str):
-  """`t.num_steps` steps; the progress bar shows the mean loss of the last
-  `t.log_every` steps."""
+  """`t.num_steps` steps showing the mean loss of the last `t.log_every`:
+  on a terminal in a progress bar; in a log file (a scheduler's), where a
+  redrawn bar would be one endless line, as a log line with the ETA."""
   losses = []
+  started = time.perf_counter()
   with tqdm.tqdm(total=t.num_steps, desc=desc, unit='step', dynamic_ncols=True,
-                 mininterval=1.0) as bar:
+                 mininterval=1.0, disable=None) as bar:   # None: off unless a terminal
     for done in range(1, t.num_steps + 1):
       state, loss = train_step(state, next(batches), key)
       losses.append(loss)
@@ -255,7 +258,12 @@ def train(train_step, state, batches, key, t, desc: str):
         if not math.isfinite(mean):
           raise metrics_log.NonFiniteLoss(f'{desc}: non-finite loss {mean} at step {done}; '
                                    'lower train.learning_rate.')
-        bar.set_postfix(loss=f'{mean:.4f}', refresh=False)
+        if bar.disable:
+          eta = (time.perf_counter() - started) * (t.num_steps - done) / done
+          logging.info('%s: step %d/%d loss %.4f  ETA %s', desc, done, t.num_steps, mean,
+                       metrics_log.hms(eta))
+        else:
+          bar.set_postfix(loss=f'{mean:.4f}', refresh=False)
   return state
 
 

@@ -146,7 +146,8 @@ def probe(model, params, tokenizer, tasks: dict[str, dict[str, Split]],
   row = {text: i for i, text in enumerate(texts)}
   num_layers = vectors.shape[0]
   results = {}
-  with tqdm.tqdm(total=len(tasks) * num_layers, unit='probe', dynamic_ncols=True) as bar:
+  with tqdm.tqdm(total=len(tasks) * num_layers, unit='probe', dynamic_ncols=True,
+                 disable=None) as bar:   # None: off unless a terminal; then log lines
     for name, task in tasks.items():
       index = {split: [row[t] for t in s.texts] for split, s in task.items()}
       labels = {split: s.labels for split, s in task.items()}
@@ -156,6 +157,9 @@ def probe(model, params, tokenizer, tasks: dict[str, dict[str, Split]],
         features = {split: vectors[layer, i] for split, i in index.items()}
         results[name][str(layer + 1)] = probe_layer(features, labels)
         bar.update()
+      if bar.disable:
+        logging.info('Probed %s: test accuracy %.3f at the last of %d layers.', name,
+                     results[name][str(num_layers)], num_layers)
   return results
 
 
