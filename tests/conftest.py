@@ -174,7 +174,7 @@ SLOW = {'test_cloud.py', 'test_preemption.py', 'test_topology.py', 'test_launch.
         'test_report.py::test_cli_renders_the_report_of_tiny_runs',
         'test_probe.py::test_cli_compares_two_inits',
         'test_step.py::test_remat_keeps_parameter_paths_and_values',
-        'test_suites.py::test_best_epoch_score_is_at_least_the_last_steps'}
+        'test_suites.py::test_best_epoch_is_the_best_of_the_epochs_and_the_last_is_the_plain_run'}
 
 
 def pytest_addoption(parser):

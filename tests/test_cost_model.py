@@ -6,16 +6,23 @@ from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 
 
-def test_bert_base_ratios_match_a_hand_count_and_design():
-  c = config_lib.base_config()
-  c.model.vocab_size = 30522
-  d, I, S, k, V, P, fi = 768, 3072, 512, 256, 30522, 80, 10
+def _bert_base_hand_count():
+  """Forward FLOPs of BERT-base at S=512 by hand: (one full layer, the full
+  path, the dropped path). 12 layers: full 0-4, cross 5, kept-only 6-10,
+  full 11; 80 predictions in the head."""
+  d, I, S, k, V, P = 768, 3072, 512, 256, 30522, 80
   full_layer = S * (8 * d * d + 4 * d * I + 4 * S * d)
   cross = k * (4 * d * d + 4 * d * I + 4 * S * d) + S * 4 * d * d
   kept = k * (8 * d * d + 4 * d * I + 4 * k * d)
   head = P * (2 * d * d + 2 * d * V)
-  # 12 layers: full 0-4, cross 5, kept-only 6-10, full 11.
-  full, drop = 12 * full_layer + head, 6 * full_layer + cross + 5 * kept + head
+  return full_layer, 12 * full_layer + head, 6 * full_layer + cross + 5 * kept + head
+
+
+def test_bert_base_ratios_match_a_hand_count_and_design():
+  c = config_lib.base_config()
+  c.model.vocab_size = 30522
+  fi = 10
+  _, full, drop = _bert_base_hand_count()
   ratios = cost_model.step_ratios(c)
   assert ratios['token_drop'] == pytest.approx(drop / full, rel=1e-12)
   assert ratios['sctd'] == pytest.approx((fi * drop + full) / fi / full, rel=1e-12)
@@ -44,14 +51,11 @@ def test_hand_count_for_a_small_model():
 def test_shared_prefix_saves_the_prefix_once_per_sctd_step():
   c = config_lib.base_config()
   c.model.vocab_size = 30522
-  unshared = cost_model.step_ratios(c)['sctd']
   c.sctd.share_prefix = True
   shared = cost_model.step_ratios(c)['sctd']
-  assert shared == pytest.approx(0.816, abs=0.002)
-  # Hand count: BERT-base, S=512: layers 0-4 run once, not twice, per Fi=10 steps.
-  d, I, S = 768, 3072, 512
-  saved = 5 * S * (8 * d * d + 4 * d * I + 4 * S * d) / 10
-  assert unshared - shared == pytest.approx(saved / cost_model.forward_flops(c, False))
+  # Layers 0-4, before the cross layer, run once, not twice, per Fi=10 steps.
+  full_layer, full, drop = _bert_base_hand_count()
+  assert shared == pytest.approx((10 * drop + full - 5 * full_layer) / 10 / full, rel=1e-12)
 
 
 def test_interval_flops_and_mfu_by_hand():

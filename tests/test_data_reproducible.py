@@ -43,6 +43,7 @@ def test_two_fresh_runs_have_the_same_tokenizer_and_losses(tmp_path):
   rows = [[json.loads(line) for line in open(tmp_path / run / 'metrics.jsonl')] for run in 'ab']
   assert [r['step'] for r in rows[0]] == [1, 2, 3]
   for key in ('loss', 'mlm_drop', 'grad_norm', 'val_mlm_full'):
+    assert any(r.get(key) is not None for r in rows[0]), f'{key}: none in either run'
     assert [r.get(key) for r in rows[0]] == [r.get(key) for r in rows[1]], key
   # The host's wait for each next batch is logged (not equal: it is timing).
   assert all(0 <= r['data_wait_s'] < r['step_time_s'] + 60 for r in rows[0])

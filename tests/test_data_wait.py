@@ -39,11 +39,12 @@ def test_a_slow_pipeline_is_counted(tmp_path, monkeypatch):
                           'model.num_layers': 2, 'method': 'baseline'})
   train.train_and_evaluate(config, str(tmp_path))
   # After the first row (whose first steps run slower than a wait): one
-  # wait per step, each counted in full.
+  # wait per step, each counted in full and once (two would be 0.6 s); the
+  # margin above 0.3 s is for a loaded machine.
   later = rows(tmp_path)[1:]
   assert len(later) == 2
   for row in later:
-    assert 0.3 <= row['data_wait_s'] < 0.35 and row['data_wait_s'] < row['step_time_s'], row
+    assert 0.3 <= row['data_wait_s'] < 0.45 and row['data_wait_s'] < row['step_time_s'], row
 
 
 def test_tiny_run_does_not_wait_for_synthetic_data(tmp_path):

@@ -15,9 +15,13 @@ SCRIPTS = sorted(glob.glob(os.path.join(ROOT, 'launch', '*.sh')) +
                  [os.path.join(ROOT, 'docs', 'results', 'run.sh')])
 
 
+def test_scripts_were_found():
+  assert len(SCRIPTS) >= 5, SCRIPTS
+
+
 @pytest.mark.parametrize('script', SCRIPTS, ids=os.path.basename)
 def test_script_parses(script):
-  run = subprocess.run(['bash', '-n', script], capture_output=True, text=True)
+  run = subprocess.run(['bash', '-n', script], capture_output=True, text=True, timeout=60)
   assert run.returncode == 0, run.stderr
 
 

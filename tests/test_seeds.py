@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from sctd_jax import config as config_lib
+from sctd_jax import cost_model
 from sctd_jax.evals import seeds
 from test_train import ROOT
 
@@ -83,7 +84,11 @@ def test_equal_time_and_time_to_target_by_hand(root, tmp_path):
   seeds.compare(str(root), str(tmp_path / 'out'))
   saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
   cost = saved['step_cost']
-  assert cost['baseline'] == 1.0 and 0.5 < cost['token_drop'] < cost['sctd'] < 1.0
+  # The runs' config (base_config), costed as test_cost_model checks by hand.
+  ratios = cost_model.step_ratios(config_lib.base_config())
+  assert cost == pytest.approx({'baseline': 1.0, 'token_drop': ratios['token_drop'],
+                                'sctd': ratios['sctd']}, rel=1e-12)
+  assert 0.5 < cost['token_drop'] < cost['sctd'] < 1.0
   end = 200 * cost['token_drop']
   assert saved['target_loss'] == 4.3
   for method, finals in FINAL.items():

@@ -287,9 +287,16 @@ def train_and_score(train_step, predict_step, state, batches, key, t, splits,
     done += chunk
     scores, rows = evaluate(predict_step, state.params, splits, task,
                             t.eval_batch_size)
+    if steps_per_epoch:
+      logging.info('%s: epoch %d, step %d of %d: %s', desc, math.ceil(done / steps_per_epoch),
+                   done, t.num_steps, format_scores(scores))
     if best is None or scores[primary_metric(task)] > best[0][primary_metric(task)]:
       best = scores, rows
   return best
+
+
+def format_scores(scores: dict[str, float]) -> str:
+  return ', '.join(f'{name} {value:.4f}' for name, value in scores.items())
 
 
 def evaluate(predict_step, params, splits, task: tasks.Task, batch_size: int):
@@ -401,8 +408,7 @@ def finetune(config, workdir: str, flag: str = '--workdir') -> dict:
         train_step, predict_step, state,
         train_batches(train_arrays, t.batch_size, seed), dropout_key, t, splits,
         task, f'{task.name} seed {seed}', epoch)
-    logging.info('%s seed %d: %s', task.name, seed,
-                 ', '.join(f'{name} {value:.4f}' for name, value in scores.items()))
+    logging.info('%s seed %d: %s', task.name, seed, format_scores(scores))
     if not runs:
       with open(os.path.join(workdir, 'predictions.jsonl'), 'w') as f:
         f.writelines(json.dumps(row) + '\n' for row in rows)
