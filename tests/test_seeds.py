@@ -141,28 +141,33 @@ def test_seeds_without_every_variant_are_left_out_and_named(root, tmp_path):
   assert 'Seeds 0, 1, 2, each with a run of every variant' in md
   assert 'Left out, lacking a variant: seed 3 (baseline, token_drop only).' in md
   # Named alone, token_drop and baseline are compared over all four seeds.
-  seeds.compare(str(root), str(tmp_path / 'two'), ['baseline', 'token_drop'])
-  assert json.loads((tmp_path / 'two' / 'seeds.json').read_text())['seeds'] == [0, 1, 2, 3]
+  kept, left_out = seeds.complete_seeds(seeds.find_runs(str(root), ['baseline', 'token_drop']))
+  assert [sorted(kept[v]) for v in kept] == [[0, 1, 2, 3]] * 2 and not left_out
   # A variant whose only seed no other variant ran leaves nothing to pair.
   _workdir(root / 'seed5' / 'sctd_stop_grad', 'sctd', 4.0, 5)
   with pytest.raises(seeds.SeedsError, match='no seed has a run of every variant'):
     seeds.compare(str(root), str(tmp_path / 'three'), ['token_drop', 'sctd_stop_grad'])
 
 
-@pytest.mark.parametrize('args, message', [
-    (['{root}/nowhere'], 'is not a folder'),
-    (['{root}', '--variants=baseline,bogus'], 'has no runs of bogus'),
-    (['{root}', '--reference=bogus'], '--reference bogus: no such variant'),
-    (['{root}', '--out={root}/seed9'], 'seed9 is a file, not a folder'),
+@pytest.mark.parametrize('where, kwargs, message', [
+    ('nowhere', {}, 'is not a folder'),
+    ('', {'variants': ['baseline', 'bogus']}, 'has no runs of bogus'),
+    ('', {'reference': 'bogus'}, '--reference bogus: no such variant'),
 ])
-def test_bad_folders_are_one_line_errors(root, tmp_path, args, message):
-  out = [] if any(a.startswith('--out') for a in args) else ['--out', str(tmp_path / 'out')]
+def test_bad_folders_are_refused_naming_what_is_wrong(root, tmp_path, where, kwargs, message):
+  with pytest.raises(seeds.SeedsError, match=message):
+    seeds.compare(str(root / where), str(tmp_path / 'out'), **kwargs)
+
+
+def test_cli_errors_are_one_line(root):
+  """Through the CLI (a SeedsError above is a UserError too): one line, no
+  traceback."""
   result = subprocess.run(
-      [sys.executable, '-m', 'sctd_jax.evals.seeds',
-       *(a.format(root=root) for a in args), *out],
+      [sys.executable, '-m', 'sctd_jax.evals.seeds', str(root), f'--out={root}/seed9'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
-  assert message in result.stderr and 'Traceback' not in result.stderr, result.stderr
+  assert 'seed9 is a file, not a folder' in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
 
 
 def test_cpu_time_is_summed_from_run_sh_time_files(root, tmp_path):
