@@ -8,6 +8,7 @@ point.
 """
 
 import os
+import textwrap
 from typing import NamedTuple, Sequence
 
 import matplotlib
@@ -99,7 +100,10 @@ def points(panels: Sequence[Points], path: str) -> None:
                   color=f'C{i}', label=run)
     if panel.zero is not None:
       ax.axhline(panel.zero, color='0.5', linestyle='--', linewidth=1)
-    ax.set_xticks(range(len(panel.categories)), panel.categories)
+    # Wrapped: long metric names (seeds.py's measures) would run into each other.
+    ax.set_xticks(range(len(panel.categories)),
+                  [textwrap.fill(c, max(10, 60 // len(panel.categories)))
+                   for c in panel.categories], fontsize='small')
     ax.set_xlim(-0.5, len(panel.categories) - 0.5)
     ax.set(title=panel.title, ylabel=panel.ylabel)
     ax.legend(fontsize='small')
