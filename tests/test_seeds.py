@@ -20,13 +20,20 @@ T_975_2DF = 4.302653  # Student's t, 97.5% quantile, 2 degrees of freedom.
 FINAL = {'baseline': [4.0, 4.2, 4.1], 'token_drop': [4.3, 4.3, 4.3], 'sctd': [4.2, 4.1, 4.0]}
 
 
+def _config(method):
+  """A 4-layer model: token dropping drops its layers 2-3 (from 1)."""
+  config = config_lib.base_config()
+  config.method, config.model.num_layers = method, 4
+  return config
+
+
 def _workdir(path, method, final, seed):
   """A run with evaluations at steps 100 and 200: loss 5.0, then `final`;
-  dropped-path drift 0.8 then 0.9 (not for the baseline); a probe and a
-  fine-tuning result that grow with the seed."""
+  dropped-path drift 0.8 then 0.9 (not for the baseline); a probe whose
+  last layer grows with the seed (its dropped layers average 0.6) and a
+  fine-tuning result."""
   path.mkdir(parents=True)
-  config = config_lib.base_config()
-  config.method = method
+  config = _config(method)
   (path / 'config.json').write_text(config.to_json())
   rows = []
   for step, loss, sim in ((100, 5.0, 0.8), (200, final, 0.9)):
@@ -37,7 +44,7 @@ def _workdir(path, method, final, seed):
   (path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
   (path / 'probe').mkdir()
   (path / 'probe' / 'probe.json').write_text(
-      json.dumps({'tense': {'1': 0.5, '2': 0.6 + 0.1 * seed}}))
+      json.dumps({'tense': {'1': 0.5, '2': 0.55, '3': 0.65, '4': 0.6 + 0.1 * seed}}))
   (path / 'finetune' / 'tense').mkdir(parents=True)
   (path / 'finetune' / 'tense' / 'eval_results.json').write_text(json.dumps(
       {'accuracy': 0.9, 'num_seeds': 1, 'std': {'accuracy': 0.0}}))
@@ -64,10 +71,13 @@ def test_paired_interval_is_students_t_over_the_seeds(root, tmp_path):
   assert (diff['mean'], diff['low'], diff['high'], diff['seeds']) == pytest.approx(
       (-0.2, -0.2 - half, -0.2 + half, 3))
   assert summary['token_drop']['final val MLM loss']['vs_reference'] is None
-  # The probe's last layer (layer 2): 0.6, 0.7, 0.8; the same for every variant.
+  # The probe's last layer (layer 4): 0.6, 0.7, 0.8; the same for every variant.
   probe = summary['sctd']['probe tense, last layer']
   assert probe['mean'] == pytest.approx(0.7)
   assert probe['vs_reference']['mean'] == pytest.approx(0.0)
+  # Layers 2-3, token dropping's in a 4-layer model: (0.55 + 0.65) / 2.
+  assert summary['baseline']['probe tense, dropped layers 2-3']['mean'] == pytest.approx(0.6)
+  assert (tmp_path / 'out' / 'seeds_probe.png').stat().st_size > 0
   # The baseline has no dropped path, so no drift measure.
   assert 'drift_dropped (mean from step 200)' not in summary['baseline']
   assert summary['sctd']['drift_dropped (mean from step 200)']['mean'] == pytest.approx(0.9)
@@ -84,8 +94,8 @@ def test_equal_time_and_time_to_target_by_hand(root, tmp_path):
   seeds.compare(str(root), str(tmp_path / 'out'))
   saved = json.loads((tmp_path / 'out' / 'seeds.json').read_text())
   cost = saved['step_cost']
-  # The runs' config (base_config), costed as test_cost_model checks by hand.
-  ratios = cost_model.step_ratios(config_lib.base_config())
+  # The runs' config, costed as test_cost_model checks by hand.
+  ratios = cost_model.step_ratios(_config('sctd'))
   assert cost == pytest.approx({'baseline': 1.0, 'token_drop': ratios['token_drop'],
                                 'sctd': ratios['sctd']}, rel=1e-12)
   assert 0.5 < cost['token_drop'] < cost['sctd'] < 1.0
@@ -197,4 +207,4 @@ def test_one_seed_so_far_gives_means_and_no_differences(tmp_path):
   assert 'None yet: a difference needs two seeds' in md
   assert 'seeds_differences.png' not in md
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
-      'seeds.json', 'seeds.md', 'seeds_val_mlm.png']
+      'seeds.json', 'seeds.md', 'seeds_probe.png', 'seeds_val_mlm.png']

@@ -22,7 +22,8 @@ Measures of each run:
 - how far the validation loss still fell over the last 20% of the steps
   (whether the run was long enough for its curve to settle);
 - drift: the mean similarity over the evaluations from step 200 (Figure 3);
-- probing: the last layer's test accuracy (Figures 4 and 8);
+- probing: the last layer's test accuracy, and the mean over the layers
+  token dropping drops (Figures 4 and 8);
 - fine-tuning: each task's metrics (one fine-tuning per pretraining seed).
 
 Only the seeds with a run of every variant are compared, so that each
@@ -32,7 +33,8 @@ the seeds left out (a sweep in progress).
 Each run's CPU time (user + system) is read from the time.txt run.sh writes.
 
 Writes DIR/seeds.md, DIR/seeds.json (every run's measures) and the figures
-seeds_val_mlm.png and seeds_differences.png.
+seeds_val_mlm.png, seeds_differences.png and, with probes, seeds_probe.png
+(accuracy by layer).
 """
 
 import json
@@ -45,6 +47,7 @@ import numpy as np
 from scipy import stats
 
 from sctd_jax import cli
+from sctd_jax import config as config_lib
 from sctd_jax import cost_model
 from sctd_jax import losses
 from sctd_jax.evals import plots
@@ -148,6 +151,13 @@ def time_to(times: np.ndarray, values: np.ndarray, target: float) -> float:
   return float(t0 + (t1 - t0) * (v0 - target) / (v0 - v1))
 
 
+def dropped(run: report.Run) -> tuple[int, int]:
+  """The layers (first, last; from 1, as probe.json numbers them) that token
+  dropping drops in a model of this run's shape, whatever its method."""
+  first, last = config_lib.drop_layers(run.config)
+  return first + 1, last + 1
+
+
 def measures(run: report.Run, cost: float, end_time: float, target: float) -> dict:
   """Every measure of one run (the module docstring lists them). A run that
   ends before `end_time` has no loss at equal time (NaN), rather than its
@@ -164,8 +174,12 @@ def measures(run: report.Run, cost: float, end_time: float, target: float) -> di
     if sims.size:
       out[f'{key} (mean from step {DRIFT_FROM_STEP})'] = float(
           np.mean(sims[steps >= DRIFT_FROM_STEP]))
+  first, last = dropped(run)
   for task, accuracy in sorted((run.probe or {}).items()):
     out[f'probe {task}, last layer'] = float(accuracy[max(accuracy, key=int)])
+    inside = [acc for layer, acc in accuracy.items() if first <= int(layer) <= last]
+    if inside:
+      out[f'probe {task}, dropped layers {first}-{last}'] = float(np.mean(inside))
   for task, result in sorted(run.finetune.items()):
     for metric in report.metric_names(result):
       out[f'fine-tune {task} {metric}'] = float(result[metric])
@@ -255,6 +269,35 @@ def plot_curves(runs: dict[str, dict[int, report.Run]], costs: dict[str, float],
   plots.lines(panels, path)
 
 
+def plot_probes(runs: dict[str, dict[int, report.Run]], path: str) -> bool:
+  """Probe accuracy by layer, mean over seeds with a band of ± 1 sd, a panel
+  per task, token dropping's layers shaded (Figures 4 and 8). False, and no
+  figure, without probes."""
+  probed = {v: [r.probe for r in seeds.values() if r.probe] for v, seeds in runs.items()}
+  tasks = list(dict.fromkeys(t for probes in probed.values() for p in probes for t in p))
+  if not tasks:
+    return False
+  first, last = dropped(next(iter(next(iter(runs.values())).values())))
+  panels = []
+  for task in tasks:
+    lines = []
+    for i, (variant, probes) in enumerate(probed.items()):
+      layers = sorted(probes[0][task], key=int) if probes else []
+      if not layers:
+        continue
+      values = np.array([[p[task][l] for l in layers] for p in probes])
+      mean, sd = values.mean(0), values.std(0, ddof=1) if len(probes) > 1 else 0 * values[0]
+      lines.append(plots.Line(f'{variant} ({len(probes)} seeds)',
+                              np.array([int(l) for l in layers]), mean, i,
+                              band=(mean - sd, mean + sd)))
+    panels.append(plots.Panel(plots.PROBE_TITLES.get(task, task), 'layer',
+                              'probe test accuracy, mean ± 1 sd', lines,
+                              shade=(first - 0.5, last + 0.5), shade_label='dropped layers',
+                              integer_x=True))
+  plots.lines(panels, path)
+  return True
+
+
 def plot_differences(summary: dict, reference: str, path: str) -> bool:
   """The paired differences from the reference with their 95% intervals, a
   panel per kind of measure (losses, drift, accuracies). False, and no
@@ -292,6 +335,7 @@ def write(runs, table, summary, costs, cpu, source, reference, target, left_out,
   names = list(dict.fromkeys(m for v in summary.values() for m in v))
   plot_curves(runs, costs, os.path.join(out, 'seeds_val_mlm.png'))
   differences = plot_differences(summary, reference, os.path.join(out, 'seeds_differences.png'))
+  probes = plot_probes(runs, os.path.join(out, 'seeds_probe.png'))
   timed = [s for seeds in cpu.values() for s in seeds.values() if s is not None]
   cpu_total = (f'CPU time recorded by run.sh (user + system, pretraining, probing and '
                f'fine-tuning): {sum(timed) / 3600:.2f} h over {len(timed)} runs; a '
@@ -324,7 +368,8 @@ def write(runs, table, summary, costs, cpu, source, reference, target, left_out,
         '## Final validation loss per seed', '', *per_seed_table(table), '',
         '## Figures', '', '![Validation loss across seeds](seeds_val_mlm.png)', '',
         *([f'![Paired differences from {reference}](seeds_differences.png)', '']
-          if differences else [])]
+          if differences else []),
+        *(['![Probe accuracy by layer](seeds_probe.png)', ''] if probes else [])]
   with open(os.path.join(out, 'seeds.json'), 'w') as f:
     json.dump({'reference': reference, 'seeds': seeds,
                'left_out': {str(s): v for s, v in left_out.items()},
