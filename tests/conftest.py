@@ -46,6 +46,14 @@ def default_level_env(**extra) -> dict:
 DROPOUT = {'model.dropout_rate': 0.1, 'model.attention_dropout_rate': 0.1}
 
 
+def offline_env(folder) -> dict:
+  """The environment of a user without the Hub: offline, as
+  HF_HUB_OFFLINE=1 makes huggingface_hub and datasets, with empty caches
+  under `folder`."""
+  return dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(folder),
+              HF_HUB_CACHE=str(folder / 'hub'), HF_DATASETS_CACHE=str(folder / 'datasets'))
+
+
 def tiny_config(**overrides):
   c = config_lib.base_config()
   c.model.update(vocab_size=VOCAB, hidden_size=32, num_layers=4, num_heads=4,

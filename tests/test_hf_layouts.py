@@ -4,6 +4,8 @@ gamma/beta names), compared with HF's PyTorch hidden states."""
 
 import json
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 from sctd_jax import config as config_lib
 from sctd_jax.hf import format as hf_format
 from sctd_jax.hf import load as hf_load
+from conftest import offline_env
+from test_train import ROOT
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -133,16 +137,23 @@ def test_init_from_names_each_override_a_set_shape_needs(tmp_path):
   assert '--config.model.num_heads' not in str(error.value)
 
 
-def test_hub_id_without_the_hub_is_a_clear_error(tmp_path, monkeypatch):
-  import huggingface_hub
-  monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
-  monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
+def test_hub_id_or_local_path(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert config_lib.is_pretrained('google-bert/bert-base-uncased')
   assert not config_lib.is_pretrained('./no/such/folder')
   (tmp_path / 'runs').mkdir()  # A misspelt local folder is not a Hub id.
   assert not config_lib.is_pretrained('runs/tiyn')
-  with pytest.raises(hf_format.FormatError,
-                     match=r"'google-bert/bert-base-uncased' is not a local folder.*"
-                           r"huggingface-cli download"):
-    hf_load.load_pretrained('google-bert/bert-base-uncased')
+
+
+def test_hub_id_without_the_hub_is_a_one_line_error(tmp_path):
+  """Fine-tuning from a Hub id with the Hub offline (HF_HUB_OFFLINE=1, an
+  empty cache): one line saying how to get the model, no traceback."""
+  run = subprocess.run(
+      [sys.executable, '-m', 'sctd_jax.evals.finetune', '--config', 'configs/finetune.py',
+       '--workdir', str(tmp_path / 'ft'), '--config.init=google-bert/bert-base-uncased',
+       '--config.task=tense'],
+      cwd=ROOT, env=offline_env(tmp_path / 'hf'), capture_output=True, text=True, timeout=300)
+  assert run.returncode == 1
+  assert re.search(r"'google-bert/bert-base-uncased' is not a local folder.*"
+                   r"huggingface-cli download", run.stderr), run.stderr[-2000:]
+  assert 'Traceback' not in run.stderr

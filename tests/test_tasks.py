@@ -2,12 +2,17 @@
 with GLUE's column names, including each way a file can be wrong."""
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
+from conftest import offline_env
 from sctd_jax.config import ConfigError
 from sctd_jax.data import synthetic
 from sctd_jax.evals import tasks
+from test_train import ROOT
 
 # Paper, Appendix A.2, Table 7: lr, batch size, steps or epochs.
 TABLE_7 = {'cola': (2e-5, 32, 2668, -1), 'mrpc': (1e-5, 32, 1148, -1),
@@ -150,13 +155,17 @@ def test_missing_empty_unknown_and_unpaired_files_are_refused(tmp_path):
     tasks.load(sst2, good, '')
 
 
-def test_a_hub_task_without_the_hub_says_how_to_run_it_offline(tmp_path, monkeypatch):
-  import datasets
-  import huggingface_hub
-  monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', True)
-  monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
-  monkeypatch.setattr(datasets.config, 'HF_DATASETS_CACHE', tmp_path)
-  with pytest.raises(ConfigError, match=r'mrpc: the Hub dataset nyu-mll/glue mrpc could not '
-                                        r'be loaded .*--local-dir DIR\) and pass '
-                                        r'--config.data.dataset=DIR'):
-    tasks.load(tasks.get('mrpc'))
+def test_a_hub_task_without_the_hub_says_how_to_run_it_offline(tmp_path):
+  """With the Hub offline as a user sets it (HF_HUB_OFFLINE=1, empty caches)."""
+  code = ('from sctd_jax.config import ConfigError\n'
+          'from sctd_jax.evals import tasks\n'
+          'try:\n'
+          "  tasks.load(tasks.get('mrpc'))\n"
+          'except ConfigError as error:\n'
+          '  print(error)\n')
+  run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=offline_env(tmp_path),
+                       capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert re.search(r'mrpc: the Hub dataset nyu-mll/glue mrpc could not be loaded .*'
+                   r'--local-dir DIR\) and pass --config.data.dataset=DIR', run.stdout,
+                   re.DOTALL), run.stdout
