@@ -171,9 +171,9 @@ def measures(run: report.Run, cost: float, end_time: float, target: float) -> di
              float(np.interp((1 - LATE) * times[-1], times, values) - values[-1])}
   for key in ('drift_dropped', 'drift_masked'):
     steps, _, sims = report.series(run, key)
-    if sims.size:
-      out[f'{key} (mean from step {DRIFT_FROM_STEP})'] = float(
-          np.mean(sims[steps >= DRIFT_FROM_STEP]))
+    late = sims[steps >= DRIFT_FROM_STEP]
+    if late.size:   # A run too short for it has no drift measure, not NaN.
+      out[f'{key} (mean from step {DRIFT_FROM_STEP})'] = float(np.mean(late))
   first, last = dropped(run)
   for task, accuracy in sorted((run.probe or {}).items()):
     out[f'probe {task}, last layer'] = float(accuracy[max(accuracy, key=int)])
