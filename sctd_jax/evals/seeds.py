@@ -249,6 +249,12 @@ def per_seed_table(table: dict[str, dict[int, dict]]) -> list[str]:
   return report.markdown_table(['final val MLM loss', *table], rows)
 
 
+def _mean_sd(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and sd over the seeds (rows); sd 0 for one seed."""
+  sd = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(values[0])
+  return values.mean(0), sd
+
+
 def plot_curves(runs: dict[str, dict[int, report.Run]], costs: dict[str, float],
                 path: str) -> None:
   """Mean validation loss over seeds by step and by time, with a band of ± 1
@@ -261,7 +267,7 @@ def plot_curves(runs: dict[str, dict[int, report.Run]], costs: dict[str, float],
       curves = [curve(run, costs[variant] if by_time else 1.0) for run in seeds.values()]
       size = min(len(t) for t, _ in curves)
       values = np.stack([v[:size] for _, v in curves])
-      mean, sd = values.mean(0), values.std(0, ddof=1) if len(curves) > 1 else 0 * values[0]
+      mean, sd = _mean_sd(values)
       lines.append(plots.Line(f'{variant} ({len(curves)} seeds)', curves[0][0][:size],
                               mean, i, band=(mean - sd, mean + sd)))
     panels.append(plots.Panel(f'Validation MLM loss {title}', xlabel,
@@ -286,7 +292,7 @@ def plot_probes(runs: dict[str, dict[int, report.Run]], path: str) -> bool:
       if not layers:
         continue
       values = np.array([[p[task][l] for l in layers] for p in probes])
-      mean, sd = values.mean(0), values.std(0, ddof=1) if len(probes) > 1 else 0 * values[0]
+      mean, sd = _mean_sd(values)
       lines.append(plots.Line(f'{variant} ({len(probes)} seeds)',
                               np.array([int(l) for l in layers]), mean, i,
                               band=(mean - sd, mean + sd)))
